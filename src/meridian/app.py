@@ -1,0 +1,167 @@
+"""The ASGI app: routes for both API families on every listener, and a lifespan that owns
+the providers, the store and the observers (started once, closed on shutdown, in order)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from meridian import catalog, dialects
+from meridian.calls import Call, Gateway, new_request_id
+from meridian.errors import MeridianError, NotFound
+from meridian.errors import InvalidRequest as BadRequest
+from meridian.providers.base import Provider
+from meridian.store import Store
+from meridian.wire import anthropic as anthropic_wire
+from meridian.wire import openai_chat as openai_wire
+from meridian.wire.models import ModelInfo
+
+# /v1/models shows one creation time for every alias: when this process started.
+_STARTED = int(time.time())
+
+
+@dataclass(slots=True)
+class Runtime:
+    """What the lifespan starts and stops, besides the gateway's observers."""
+
+    gateway: Gateway
+    providers: Mapping[str, Provider]
+    store: Store | None = None
+    started: list[Any] = field(default_factory=list)
+
+
+def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status, dict(headers or {}), media_type="application/json")
+
+
+def _error(request: Request, err: MeridianError) -> Response:
+    request_id = new_request_id()
+    status, payload = dialects.for_headers(request.headers).error(err, request_id)
+    return _json(payload, status, {"x-request-id": request_id, **err.headers()})
+
+
+def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    gw = runtime.gateway
+
+    async def messages(request: Request) -> Response:
+        return await Call(gw, dialects.ANTHROPIC, request).run()
+
+    async def chat_completions(request: Request) -> Response:
+        return await Call(gw, dialects.OPENAI, request).run()
+
+    async def list_models(request: Request) -> Response:
+        try:
+            principal = await gw.authenticator.authenticate(request.headers)
+        except MeridianError as err:
+            return _error(request, err)
+        models = [_model_info(gw, a) for a in gw.router.aliases if principal.may_use(a)]
+        if dialects.for_headers(request.headers) is dialects.ANTHROPIC:
+            q = request.query_params
+            try:
+                limit = min(max(int(q.get("limit", "20")), 1), 1000)
+            except ValueError:
+                return _error(request, BadRequest("`limit` must be an integer", param="limit"))
+            page = anthropic_wire.models_page(
+                models, limit=limit, after_id=q.get("after_id"), before_id=q.get("before_id")
+            )
+            return _json(page)
+        return _json(openai_wire.models_list(models))
+
+    async def get_model(request: Request) -> Response:
+        try:
+            principal = await gw.authenticator.authenticate(request.headers)
+            alias = request.path_params["model"]
+            if alias not in gw.router.aliases or not principal.may_use(alias):
+                raise NotFound(f"model {alias!r} does not exist", param="model", code="model_not_found")
+        except MeridianError as err:
+            return _error(request, err)
+        info = _model_info(gw, alias)
+        if dialects.for_headers(request.headers) is dialects.ANTHROPIC:
+            return _json(anthropic_wire.model_object(info))
+        return _json(openai_wire.model_object(info))
+
+    async def health(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def ready(request: Request) -> Response:
+        providers = {}
+        for name, provider in runtime.providers.items():
+            ok, detail = await provider.ready()
+            providers[name] = {"ready": ok, "detail": detail}
+        store_ok = runtime.store is None or runtime.store.is_open
+        body = {
+            "status": "ready" if store_ok else "not ready",
+            "store": "open" if store_ok else "closed",
+            "providers": providers,
+            "models": gw.router.aliases,
+        }
+        return _json(body, 200 if store_ok else 503)
+
+    async def root(request: Request) -> Response:
+        return RedirectResponse("/ui") if any(
+            getattr(r, "path", None) == "/ui" for r in extra_routes
+        ) else _json({"service": "meridian", "health": "/health", "ready": "/ready"})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            err: MeridianError = BadRequest(
+                f"method {request.method} is not allowed on {request.url.path}", status=405
+            )
+        else:
+            err = NotFound(f"no such endpoint: {request.method} {request.url.path}")
+        return _error(request, err)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if runtime.store is not None:
+                runtime.store.open()
+                stack.callback(runtime.store.close)
+            # Observers close after providers (LIFO): in-flight calls finish recording first.
+            for observer in gw.observers:
+                await observer.start()
+                stack.push_async_callback(observer.aclose)
+            for provider in runtime.providers.values():
+                await provider.start()
+                stack.push_async_callback(provider.aclose)
+            yield
+
+    routes: list[BaseRoute] = [
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/", root, methods=["GET"]),
+        *extra_routes,
+    ]
+    return Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )
+
+
+def _model_info(gw: Gateway, alias: str) -> ModelInfo:
+    route = gw.router.routes_for(alias)[0]
+    lim = catalog.limits(route.model)
+    return ModelInfo(
+        id=alias,
+        display_name=catalog.display_name(alias),
+        created=_STARTED,
+        max_input_tokens=lim.context,
+        max_tokens=route.max_output_tokens,
+        owned_by=route.provider_name,
+    )

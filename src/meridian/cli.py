@@ -1,0 +1,157 @@
+"""The ``meridian`` command: parse arguments, resolve settings, call one function.
+
+Every subcommand's handler takes ``(settings, args)`` and returns an exit code; errors a
+person can act on (a bad config, a port in use) are one line on stderr and exit code 2 or 1,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+
+from meridian import __version__
+from meridian.config import ConfigError, Settings, resolve
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from meridian import server
+
+    if args.host or args.port:
+        listen = []
+        for item in settings.server.listen:
+            host, _, port = item.rpartition(":")
+            listen.append(f"{args.host or host}:{args.port or port}")
+        settings = settings.model_copy(
+            update={"server": settings.server.model_copy(update={"listen": listen})}
+        )
+    import logging  # TODO(lead): JSON logs
+
+    logging.basicConfig(level=logging.INFO)
+    try:
+        server.serve(settings)
+    except OSError as exc:
+        print(f"meridian: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    target = Path(args.path)
+    if target.exists() and not args.force:
+        print(f"meridian: {target} exists; use --force to overwrite it", file=sys.stderr)
+        return 1
+    text = resources.files("meridian").joinpath("example-config.yaml").read_text(encoding="utf-8")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    print(f"wrote {target}; edit it, then run: meridian check --config {target}")
+    return 0
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[green]ok[/green] {settings.source}: "
+                  f"{len(settings.providers)} providers, {len(settings.models)} models")
+    if not args.live:
+        table = Table("alias", "provider", "model", "type")
+        for alias in settings.models:
+            for dep in settings.deployments(alias):
+                table.add_row(alias, dep.provider, dep.model, settings.providers[dep.provider].type)
+        console.print(table)
+        return 0
+    from meridian.check import live_check
+
+    rows = asyncio.run(live_check(settings, timeout_s=args.timeout))
+    table = Table("alias", "provider", "model", "result", "latency", "answer")
+    failed = 0
+    for row in rows:
+        failed += not row.ok
+        result = "[green]ok[/green]" if row.ok else f"[red]error[/red] {row.error}"
+        table.add_row(row.alias, row.provider, row.model, result, f"{row.latency_ms:.0f} ms", row.answer)
+    console.print(table)
+    return 1 if failed else 0
+
+
+def _parser(extensions: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meridian", description="One LLM gateway: the Anthropic and OpenAI APIs, one service."
+    )
+    parser.add_argument("--version", action="version", version=f"meridian {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", metavar="PATH",
+                       help="config file (default: $MERIDIAN_CONFIG, else built-in defaults)")
+        return p
+
+    serve = with_config(sub.add_parser("serve", help="run the gateway"))
+    serve.add_argument("--host", help="override the host of every listener")
+    serve.add_argument("--port", type=int, help="override the port of every listener")
+    serve.set_defaults(handler=_serve)
+
+    init = sub.add_parser("init", help="write a commented example config")
+    init.add_argument("path", nargs="?", default="meridian.yaml")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(plain=_init)
+
+    check = with_config(sub.add_parser("check", help="validate the config and list the models"))
+    check.add_argument("--live", action="store_true",
+                       help="send a one-word request through every alias and show the result")
+    check.add_argument("--timeout", type=float, default=60.0, help="seconds per alias (--live)")
+    check.set_defaults(handler=_check)
+
+    for extend in extensions:
+        extend(sub)
+    for leaf in _leaves(sub):
+        if leaf is not init and "config" not in {a.dest for a in leaf._actions}:
+            with_config(leaf)
+    return parser
+
+
+def _leaves(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> list[argparse.ArgumentParser]:
+    """Every parser that runs a handler, so ``--config`` works after any subcommand."""
+    out = []
+    for parser in sub.choices.values():
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        out.extend(_leaves(nested[0]) if nested else [parser])
+    return out
+
+
+def _extensions() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
+    import importlib
+
+    out = []
+    for name in ("cli_auth", "cli_keys", "cli_usage"):  # TODO(lead): plain imports once all land
+        try:
+            out.append(importlib.import_module(f"meridian.{name}").add_parser)
+        except ImportError:
+            pass
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser(_extensions()).parse_args(argv)
+    if getattr(args, "plain", None):
+        return int(args.plain(args))
+    try:
+        settings = resolve(getattr(args, "config", None))
+    except ConfigError as exc:
+        print(f"meridian: invalid configuration\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.handler(settings, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,258 @@
+"""The config file: YAML, ``${VAR}`` interpolation, validated into `Settings`.
+
+Errors are `ConfigError`s whose message names the file, the key path and what was expected,
+one problem a line. A ``${VAR}`` that is not set is an error naming the variable (never an
+empty string sent upstream); ``${VAR:-default}`` supplies a default.
+
+With no file, `default_settings()` builds the built-in defaults from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from platformdirs import user_data_path
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    pass
+
+
+def data_dir() -> Path:
+    return user_data_path("meridian", appauthor=False)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Model):
+    listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:4000"], min_length=1)
+    master_key: SecretStr | None = None
+    max_body_mb: float = Field(default=32, gt=0)
+    # Whole-request limit for direct providers, and the idle interval for stream keep-alives.
+    request_timeout_s: float = Field(default=600, gt=0)
+    keepalive_s: float = Field(default=15, gt=0)
+    # ``provider/model`` reaches any model of a configured provider without an alias.
+    provider_prefix_routing: bool = True
+    # GET /metrics answers only to the master key (x-api-key or Bearer).
+    metrics_require_key: bool = False
+    # Debug only: log request/response bodies (secrets redacted). Prompts end up in the logs.
+    log_bodies: bool = False
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        for item in value:
+            host, sep, port = item.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ValueError(f"expected HOST:PORT, got {item!r}")
+        return value
+
+
+class StorageConfig(_Model):
+    path: Path = Field(default_factory=lambda: data_dir() / "meridian.db")
+    retention_days: int = Field(default=90, ge=1)
+
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+def _blank_is_none(value: Any) -> Any:
+    """``api_key: "${OPENAI_API_KEY:-}"`` with the variable unset means no key (Ollama)."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+class OpenAIProviderConfig(_Model):
+    type: Literal["openai"]
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.openai.com/v1"
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_connections: int = Field(default=256, ge=1)
+
+    _api_key = field_validator("api_key", mode="before")(_blank_is_none)
+
+
+class AnthropicProviderConfig(_Model):
+    type: Literal["anthropic"]
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.anthropic.com"
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_connections: int = Field(default=256, ge=1)
+
+    _api_key = field_validator("api_key", mode="before")(_blank_is_none)
+
+
+class ClaudeCodeProviderConfig(_Model):
+    type: Literal["claude-code"]
+    config_dir: Path = Field(default_factory=lambda: data_dir() / "claude")
+    env: dict[str, str] = Field(default_factory=dict)
+    max_concurrency: int = Field(default=4, ge=1)
+    max_queue: int = Field(default=32, ge=0)
+    queue_timeout_s: float = Field(default=30, gt=0)
+    request_timeout_s: float = Field(default=600, gt=0)
+
+    @field_validator("config_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+ProviderConfig = Annotated[
+    OpenAIProviderConfig | AnthropicProviderConfig | ClaudeCodeProviderConfig,
+    Field(discriminator="type"),
+]
+
+
+class DeploymentConfig(_Model):
+    provider: str
+    model: str
+    # Used when the caller sends no max_tokens (Anthropic upstreams require one).
+    default_max_tokens: int | None = Field(default=None, ge=1)
+    # Requests asking for more are clamped to this.
+    max_output_tokens: int | None = Field(default=None, ge=1)
+
+
+class Settings(_Model):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, DeploymentConfig | list[DeploymentConfig]] = Field(default_factory=dict)
+    # Where it came from, for messages; not a config key.
+    source: str = Field(default="<built-in defaults>", exclude=True)
+
+    def deployments(self, alias: str) -> list[DeploymentConfig]:
+        entry = self.models[alias]
+        return entry if isinstance(entry, list) else [entry]
+
+
+def interpolate(value: Any, env: Mapping[str, str], path: str = "") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a YAML tree."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path}: environment variable {name} is not set")
+
+    return _VAR.sub(sub, value)
+
+
+def _check_references(settings: Settings) -> list[str]:
+    problems = []
+    for alias in settings.models:
+        for i, dep in enumerate(settings.deployments(alias)):
+            if dep.provider not in settings.providers:
+                where = f"models.{alias}" + (f"[{i}]" if isinstance(settings.models[alias], list) else "")
+                known = ", ".join(sorted(settings.providers)) or "none configured"
+                problems.append(
+                    f"{where}.provider: no provider named {dep.provider!r} (providers: {known})"
+                )
+    return problems
+
+
+_UNION_TAGS = {"openai", "anthropic", "claude-code", "DeploymentConfig", "list[DeploymentConfig]"}
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    """``providers.openai.api_key``: a key path without pydantic's union-member tags."""
+    parts = [p for i, p in enumerate(loc) if not (i == 2 and loc[0] in ("providers", "models") and p in _UNION_TAGS)]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def validate(raw: Any, source: str) -> Settings:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        settings = Settings.model_validate({**raw, "source": source})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = _loc(err["loc"])
+            lines.append(f"{source}: {loc}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+    problems = _check_references(settings)
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
+    return settings
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+    path = Path(path)
+    env = os.environ if env is None else env
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        raw = interpolate(raw, env)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return validate(raw, str(path))
+
+
+# The built-in defaults: providers switched on by the usual environment variables.
+_DEFAULT_DIRECT: dict[str, tuple[str, dict[str, Any], list[str]]] = {
+    "openai": ("OPENAI_API_KEY", {"type": "openai"}, ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "o3-mini"]),
+    "gemini": (
+        "GEMINI_API_KEY",
+        {"type": "openai", "base_url": "https://generativelanguage.googleapis.com/v1beta/openai"},
+        ["gemini-2.5-flash", "gemini-2.5-pro"],
+    ),
+    "anthropic": ("ANTHROPIC_API_KEY", {"type": "anthropic"}, []),
+}
+
+
+def default_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    providers: dict[str, Any] = {}
+    models: dict[str, Any] = {}
+    for name, (var, conf, aliases) in _DEFAULT_DIRECT.items():
+        if env.get(var):
+            providers[name] = {**conf, "api_key": env[var]}
+            models.update({a: {"provider": name, "model": a} for a in aliases})
+    raw: dict[str, Any] = {"providers": providers, "models": models}
+    if env.get("MERIDIAN_MASTER_KEY"):
+        raw["server"] = {"master_key": env["MERIDIAN_MASTER_KEY"]}
+    return validate(raw, "<built-in defaults>")
+
+
+def resolve(path: str | Path | None, env: Mapping[str, str] | None = None) -> Settings:
+    """The settings ``meridian serve`` uses: ``--config``, else ``$MERIDIAN_CONFIG``, else defaults."""
+    env = os.environ if env is None else env
+    chosen = path or env.get("MERIDIAN_CONFIG")
+    return load(chosen, env) if chosen else default_settings(env)

@@ -1,0 +1,117 @@
+"""``meridian serve``: settings in, a running gateway out.
+
+`build` turns `Settings` into the app (providers, store, keys, observers); `serve` binds every
+listener and runs uvicorn until SIGTERM/SIGINT, then shuts down gracefully: listeners close,
+in-flight calls get ``shutdown_grace_s`` to finish, the lifespan closes providers (killing
+any Claude CLI process) and flushes the usage ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Mapping
+from types import FrameType
+
+import uvicorn
+from starlette.applications import Starlette
+
+from meridian import providers as provider_registry
+from meridian.app import Runtime, create_app
+from meridian.auth import Authenticator
+from meridian.calls import Gateway
+from meridian.config import Settings
+from meridian.providers.base import Provider
+from meridian.router import Router
+from meridian.store import Store
+
+log = logging.getLogger("meridian.server")
+
+
+def master_key(settings: Settings) -> str:
+    """The configured master key, or one generated once and kept next to the database."""
+    if settings.server.master_key is not None:
+        return settings.server.master_key.get_secret_value()
+    path = settings.storage.path.parent / "master_key"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = "mk-master-" + secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(key + "\n")
+    log.warning("no server.master_key configured: generated one", extra={"path": str(path)})
+    return key
+
+
+def build(settings: Settings, providers: Mapping[str, Provider] | None = None) -> Starlette:
+    """The app for ``settings``; ``providers`` replaces the configured ones (tests, embedding)."""
+    if providers is None:
+        providers = {n: provider_registry.build(n, c) for n, c in settings.providers.items()}
+    store = Store(settings.storage.path)
+    gateway = Gateway(
+        router=Router(settings, providers),
+        authenticator=Authenticator(master_key(settings)),
+        max_body_bytes=int(settings.server.max_body_mb * 1024 * 1024),
+        keepalive_s=settings.server.keepalive_s,
+        request_timeout_s=settings.server.request_timeout_s,
+    )
+    runtime = Runtime(gateway=gateway, providers=providers, store=store)
+    return create_app(runtime)
+
+
+def bind(listen: str) -> socket.socket:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, int(port)))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {listen}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # uvicorn re-raises a captured SIGTERM once it has shut down, so a clean, graceful
+        # stop would look like "killed by signal" to systemd and shells. It is a success.
+        if sig == signal.SIGTERM:
+            self._captured_signals.remove(sig)
+
+
+def serve(settings: Settings, *, shutdown_grace_s: int = 30) -> None:
+    sockets = [bind(listen) for listen in settings.server.listen]
+    app = build(settings)
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=shutdown_grace_s,
+        timeout_keep_alive=75,
+    )
+    server = _Server(config)
+    log.info(
+        "meridian listening",
+        extra={
+            "listen": settings.server.listen,
+            "providers": sorted(settings.providers),
+            "models": sorted(settings.models),
+            "config": settings.source,
+            "database": str(settings.storage.path),
+        },
+    )
+    server.run(sockets=sockets)
+
