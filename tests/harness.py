@@ -42,8 +42,13 @@ class Gateway:
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = uvicorn.Server(
             uvicorn.Config(
-                self.app, loop="asyncio", http="httptools", lifespan="on",
-                access_log=False, log_config=None, timeout_graceful_shutdown=5,
+                self.app,
+                loop="asyncio",
+                http="httptools",
+                lifespan="on",
+                access_log=False,
+                log_config=None,
+                timeout_graceful_shutdown=5,
             )
         )
         self._thread = threading.Thread(target=self._run, name="meridian-test", daemon=True)
@@ -56,8 +61,9 @@ class Gateway:
         self.loop.close()
 
     @classmethod
-    def start(cls, raw: dict[str, Any], tmp_path: Path,
-              providers: dict[str, Any] | None = None) -> Gateway:
+    def start(
+        cls, raw: dict[str, Any], tmp_path: Path, providers: dict[str, Any] | None = None
+    ) -> Gateway:
         gw = cls(settings(raw, tmp_path), providers)
         gw._thread.start()
         for _ in range(500):
@@ -81,3 +87,26 @@ class Gateway:
 
     def headers(self, **extra: str) -> dict[str, str]:
         return {"authorization": f"Bearer {self.key}", **extra}
+
+
+def two_upstreams(openai_url: str, anthropic_url: str) -> dict[str, Any]:
+    """Aliases on both families: gpt-* on the OpenAI fake, claude-* on the Anthropic fake."""
+    return {
+        "providers": {
+            "oai": {"type": "openai", "api_key": "sk-upstream-openai", "base_url": openai_url},
+            "ant": {
+                "type": "anthropic",
+                "api_key": "sk-upstream-anthropic",
+                "base_url": anthropic_url,
+            },
+        },
+        "models": {
+            "gpt-test": {"provider": "oai", "model": "gpt-4o-mini"},
+            "o3-test": {"provider": "oai", "model": "o3-mini"},
+            "claude-test": {"provider": "ant", "model": "claude-haiku-4-5"},
+            "fallback-test": [
+                {"provider": "ant", "model": "claude-sonnet-4-6"},
+                {"provider": "oai", "model": "gpt-4o"},
+            ],
+        },
+    }

@@ -18,8 +18,8 @@ from starlette.routing import BaseRoute, Route
 
 from meridian import catalog, dialects
 from meridian.calls import Call, Gateway, new_request_id
-from meridian.errors import MeridianError, NotFound
 from meridian.errors import InvalidRequest as BadRequest
+from meridian.errors import MeridianError, NotFound
 from meridian.providers.base import Provider
 from meridian.store import Store
 from meridian.wire import anthropic as anthropic_wire
@@ -41,7 +41,9 @@ class Runtime:
 
 
 def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(payload), status, dict(headers or {}), media_type="application/json")
+    return Response(
+        orjson.dumps(payload), status, dict(headers or {}), media_type="application/json"
+    )
 
 
 def _error(request: Request, err: MeridianError) -> Response:
@@ -82,7 +84,9 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
             principal = await gw.authenticator.authenticate(request.headers)
             alias = request.path_params["model"]
             if alias not in gw.router.aliases or not principal.may_use(alias):
-                raise NotFound(f"model {alias!r} does not exist", param="model", code="model_not_found")
+                raise NotFound(
+                    f"model {alias!r} does not exist", param="model", code="model_not_found"
+                )
         except MeridianError as err:
             return _error(request, err)
         info = _model_info(gw, alias)
@@ -108,9 +112,11 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
         return _json(body, 200 if store_ok else 503)
 
     async def root(request: Request) -> Response:
-        return RedirectResponse("/ui") if any(
-            getattr(r, "path", None) == "/ui" for r in extra_routes
-        ) else _json({"service": "meridian", "health": "/health", "ready": "/ready"})
+        return (
+            RedirectResponse("/ui")
+            if any(getattr(r, "path", None) == "/ui" for r in extra_routes)
+            else _json({"service": "meridian", "health": "/health", "ready": "/ready"})
+        )
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

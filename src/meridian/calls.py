@@ -144,14 +144,19 @@ class Call:
 
     def _served_by(self, route: Route, path: str) -> None:
         self.rec.provider, self.rec.upstream_model, self.rec.path = (
-            route.provider_name, route.model, path)
+            route.provider_name,
+            route.model,
+            path,
+        )
 
     def _fail(self, err: MeridianError) -> HttpResponse:
         status, payload = self.dialect.error(err, self.rec.request_id)
         self.rec.status, self.rec.error_type = status, err.kind
         self._finish(Usage())
         return HttpResponse(
-            orjson.dumps(payload), status, {**self.headers, **err.headers()},
+            orjson.dumps(payload),
+            status,
+            {**self.headers, **err.headers()},
             media_type="application/json",
         )
 
@@ -212,7 +217,9 @@ class Call:
                 assert relay.chunks is not None
                 return Pump(relay.chunks, keepalive), relay
             self._served_by(route, "translate")
-            pump: Pump[Event] = Pump(route.provider.stream(self._request(body, route), ctx), keepalive)
+            pump: Pump[Event] = Pump(
+                route.provider.stream(self._request(body, route), ctx), keepalive
+            )
             try:
                 # Wait for the first event before answering, so an error that comes before
                 # it still gets its HTTP status (and the router can fall back).
@@ -223,7 +230,9 @@ class Call:
                 raise
             if first is None:
                 await pump.aclose()
-                raise ApiError(f"{route.provider_name}: the upstream sent an empty stream", status=502)
+                raise ApiError(
+                    f"{route.provider_name}: the upstream sent an empty stream", status=502
+                )
             assert not isinstance(first, Idle)
             return pump, first
 
@@ -247,7 +256,9 @@ class Call:
             yield self._stream_failed(err)
         except Exception:
             log.exception("relay failed", extra={"request_id": self.rec.request_id})
-            yield self._stream_failed(ApiError(f"internal error (request id {self.rec.request_id})"))
+            yield self._stream_failed(
+                ApiError(f"internal error (request id {self.rec.request_id})")
+            )
         finally:
             await self._stream_done(pump, relay.usage)
 

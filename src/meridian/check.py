@@ -39,11 +39,13 @@ async def live_check(settings: Settings, timeout_s: float = 60.0) -> list[CheckR
         rows = []
         for alias in router.aliases:
             for route in router.routes_for(alias):
-                request = route.prepare(Request(
-                    model=alias,
-                    messages=(Message("user", (TextBlock(PROMPT),)),),
-                    max_tokens=16,
-                ))
+                request = route.prepare(
+                    Request(
+                        model=alias,
+                        messages=(Message("user", (TextBlock(PROMPT),)),),
+                        max_tokens=16,
+                    )
+                )
                 started = time.perf_counter()
                 try:
                     collector = Collector()
@@ -55,12 +57,28 @@ async def live_check(settings: Settings, timeout_s: float = 60.0) -> list[CheckR
                     text = " ".join(
                         b.text for b in collector.response().content if isinstance(b, TextBlock)
                     )
-                    rows.append(CheckRow(alias, route.provider_name, route.model, True,
-                                         _ms(started), answer=text.strip()[:40]))
+                    rows.append(
+                        CheckRow(
+                            alias,
+                            route.provider_name,
+                            route.model,
+                            True,
+                            _ms(started),
+                            answer=text.strip()[:40],
+                        )
+                    )
                 except (MeridianError, TimeoutError) as exc:
                     message = str(exc) or f"no answer within {timeout_s:g} s"
-                    rows.append(CheckRow(alias, route.provider_name, route.model, False,
-                                         _ms(started), error=message[:200]))
+                    rows.append(
+                        CheckRow(
+                            alias,
+                            route.provider_name,
+                            route.model,
+                            False,
+                            _ms(started),
+                            error=message[:200],
+                        )
+                    )
         return rows
     finally:
         for provider in providers.values():

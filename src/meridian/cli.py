@@ -59,8 +59,10 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = Console()
-    console.print(f"[green]ok[/green] {settings.source}: "
-                  f"{len(settings.providers)} providers, {len(settings.models)} models")
+    console.print(
+        f"[green]ok[/green] {settings.source}: "
+        f"{len(settings.providers)} providers, {len(settings.models)} models"
+    )
     if not args.live:
         table = Table("alias", "provider", "model", "type")
         for alias in settings.models:
@@ -76,12 +78,16 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     for row in rows:
         failed += not row.ok
         result = "[green]ok[/green]" if row.ok else f"[red]error[/red] {row.error}"
-        table.add_row(row.alias, row.provider, row.model, result, f"{row.latency_ms:.0f} ms", row.answer)
+        table.add_row(
+            row.alias, row.provider, row.model, result, f"{row.latency_ms:.0f} ms", row.answer
+        )
     console.print(table)
     return 1 if failed else 0
 
 
-def _parser(extensions: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]) -> argparse.ArgumentParser:
+def _parser(
+    extensions: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]],
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meridian", description="One LLM gateway: the Anthropic and OpenAI APIs, one service."
     )
@@ -89,8 +95,12 @@ def _parser(extensions: Sequence[Callable[[argparse._SubParsersAction[argparse.A
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", metavar="PATH",
-                       help="config file (default: $MERIDIAN_CONFIG, else built-in defaults)")
+        p.add_argument(
+            "--config",
+            "-c",
+            metavar="PATH",
+            help="config file (default: $MERIDIAN_CONFIG, else built-in defaults)",
+        )
         return p
 
     serve = with_config(sub.add_parser("serve", help="run the gateway"))
@@ -104,8 +114,11 @@ def _parser(extensions: Sequence[Callable[[argparse._SubParsersAction[argparse.A
     init.set_defaults(plain=_init)
 
     check = with_config(sub.add_parser("check", help="validate the config and list the models"))
-    check.add_argument("--live", action="store_true",
-                       help="send a one-word request through every alias and show the result")
+    check.add_argument(
+        "--live",
+        action="store_true",
+        help="send a one-word request through every alias and show the result",
+    )
     check.add_argument("--timeout", type=float, default=60.0, help="seconds per alias (--live)")
     check.set_defaults(handler=_check)
 
@@ -117,7 +130,9 @@ def _parser(extensions: Sequence[Callable[[argparse._SubParsersAction[argparse.A
     return parser
 
 
-def _leaves(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> list[argparse.ArgumentParser]:
+def _leaves(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> list[argparse.ArgumentParser]:
     """Every parser that runs a handler, so ``--config`` works after any subcommand."""
     out = []
     for parser in sub.choices.values():

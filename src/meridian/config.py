@@ -168,7 +168,9 @@ def _check_references(settings: Settings) -> list[str]:
     for alias in settings.models:
         for i, dep in enumerate(settings.deployments(alias)):
             if dep.provider not in settings.providers:
-                where = f"models.{alias}" + (f"[{i}]" if isinstance(settings.models[alias], list) else "")
+                where = f"models.{alias}" + (
+                    f"[{i}]" if isinstance(settings.models[alias], list) else ""
+                )
                 known = ", ".join(sorted(settings.providers)) or "none configured"
                 problems.append(
                     f"{where}.provider: no provider named {dep.provider!r} (providers: {known})"
@@ -181,7 +183,11 @@ _UNION_TAGS = {"openai", "anthropic", "claude-code", "DeploymentConfig", "list[D
 
 def _loc(loc: tuple[int | str, ...]) -> str:
     """``providers.openai.api_key``: a key path without pydantic's union-member tags."""
-    parts = [p for i, p in enumerate(loc) if not (i == 2 and loc[0] in ("providers", "models") and p in _UNION_TAGS)]
+    parts = [
+        p
+        for i, p in enumerate(loc)
+        if not (i == 2 and loc[0] in ("providers", "models") and p in _UNION_TAGS)
+    ]
     out = ""
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
@@ -192,7 +198,9 @@ def validate(raw: Any, source: str) -> Settings:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
+        )
     try:
         settings = Settings.model_validate({**raw, "source": source})
     except ValidationError as exc:
@@ -227,7 +235,11 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
 
 # The built-in defaults: providers switched on by the usual environment variables.
 _DEFAULT_DIRECT: dict[str, tuple[str, dict[str, Any], list[str]]] = {
-    "openai": ("OPENAI_API_KEY", {"type": "openai"}, ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "o3-mini"]),
+    "openai": (
+        "OPENAI_API_KEY",
+        {"type": "openai"},
+        ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "o3-mini"],
+    ),
     "gemini": (
         "GEMINI_API_KEY",
         {"type": "openai", "base_url": "https://generativelanguage.googleapis.com/v1beta/openai"},
@@ -252,7 +264,7 @@ def default_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def resolve(path: str | Path | None, env: Mapping[str, str] | None = None) -> Settings:
-    """The settings ``meridian serve`` uses: ``--config``, else ``$MERIDIAN_CONFIG``, else defaults."""
+    """The settings in force: ``--config``, else ``$MERIDIAN_CONFIG``, else the defaults."""
     env = os.environ if env is None else env
     chosen = path or env.get("MERIDIAN_CONFIG")
     return load(chosen, env) if chosen else default_settings(env)

@@ -48,7 +48,9 @@ def _check(body: Mapping[str, Any]) -> tuple[str, bool]:
     """
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise InvalidRequest("`model` is required and must be a string naming a model", param="model")
+        raise InvalidRequest(
+            "`model` is required and must be a string naming a model", param="model"
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest(

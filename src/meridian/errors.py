@@ -1,16 +1,16 @@
 """One error tree for the whole gateway, rendered per wire format by the surfaces.
 
-    MeridianError                       kind                 Anthropic            OpenAI
-     ├── InvalidRequest                 invalid_request      400                  400
-     ├── AuthenticationFailed           authentication       401                  401
-     ├── PermissionDenied               permission           403                  403
-     ├── NotFound                       not_found            404                  404
-     ├── RequestTooLarge                request_too_large    413                  413
-     ├── RateLimited                    rate_limit           429                  429
-     ├── BillingError                   billing              402                  429 (insufficient_quota)
-     ├── Overloaded                     overloaded           529                  503
-     ├── Timeout                        timeout              504                  504
-     └── ApiError                       api_error            500 (or as given)    500 (or as given)
+    MeridianError              kind               Anthropic            OpenAI
+     ├── InvalidRequest        invalid_request    400                  400
+     ├── AuthenticationFailed  authentication     401                  401
+     ├── PermissionDenied      permission         403                  403
+     ├── NotFound              not_found          404                  404
+     ├── RequestTooLarge       request_too_large  413                  413
+     ├── RateLimited           rate_limit         429                  429
+     ├── BillingError          billing            402                  429 insufficient_quota
+     ├── Overloaded            overloaded         529                  503
+     ├── Timeout               timeout            504                  504
+     └── ApiError              api_error          500 (or as given)    500 (or as given)
 
 Providers raise these (never return them), chained with ``from exc`` at the one boundary where
 a foreign error (aiohttp, the Claude SDK) is caught. ``retry_after`` becomes ``retry-after``;
@@ -158,7 +158,9 @@ def from_upstream_status(
             should_retry=False,
         )
     if quota_exhausted:
-        return RateLimited(text, retry_after=retry_after, should_retry=False, code="insufficient_quota")
+        return RateLimited(
+            text, retry_after=retry_after, should_retry=False, code="insufficient_quota"
+        )
     cls = _BY_STATUS.get(status)
     if cls is None:
         return ApiError(text, status=502 if status < 500 else status)

@@ -370,11 +370,17 @@ class Collector:
 
 def response_events(response: Response) -> list[Event]:
     """The inverse of `Collector`: a whole response as the stream that would produce it."""
-    events: list[Event] = [MessageStart(response.id, response.model, Usage(
-        input_tokens=response.usage.input_tokens,
-        cache_read_tokens=response.usage.cache_read_tokens,
-        cache_creation_tokens=response.usage.cache_creation_tokens,
-    ))]
+    events: list[Event] = [
+        MessageStart(
+            response.id,
+            response.model,
+            Usage(
+                input_tokens=response.usage.input_tokens,
+                cache_read_tokens=response.usage.cache_read_tokens,
+                cache_creation_tokens=response.usage.cache_creation_tokens,
+            ),
+        )
+    ]
     for i, block in enumerate(response.content):
         if isinstance(block, TextBlock):
             events.append(BlockStart(i, replace(block, text="", citations=())))

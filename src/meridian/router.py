@@ -38,7 +38,9 @@ class Route:
     def prepare(self, request: Request) -> Request:
         """The canonical request as this deployment gets it: its model, max_tokens bounded."""
         max_tokens = request.max_tokens or self.default_max_tokens
-        return replace(request, model=self.model, max_tokens=min(max_tokens, self.max_output_tokens))
+        return replace(
+            request, model=self.model, max_tokens=min(max_tokens, self.max_output_tokens)
+        )
 
     def prepare_body(self, body: Mapping[str, Any], wire: str) -> dict[str, Any]:
         """The pass-through body: the caller's JSON with the model rewritten and
@@ -74,7 +76,9 @@ class Router:
         self._prefix_routing = settings.server.provider_prefix_routing
         self._routes: dict[str, tuple[Route, ...]] = {
             alias: tuple(
-                self._route(alias, dep.provider, dep.model, dep.default_max_tokens, dep.max_output_tokens)
+                self._route(
+                    alias, dep.provider, dep.model, dep.default_max_tokens, dep.max_output_tokens
+                )
                 for dep in settings.deployments(alias)
             )
             for alias in settings.models
@@ -111,8 +115,11 @@ class Router:
                 # Not cached: names come from callers, and the cache would grow without bound.
                 return (self._route(name, provider, model, None, None),)
         known = ", ".join(self._routes) or "none configured"
-        raise NotFound(f"model {name!r} does not exist; available models: {known}",
-                       param="model", code="model_not_found")
+        raise NotFound(
+            f"model {name!r} does not exist; available models: {known}",
+            param="model",
+            code="model_not_found",
+        )
 
     async def first_success(
         self, routes: tuple[Route, ...], attempt: Callable[[Route], Awaitable[T]]
@@ -126,7 +133,11 @@ class Router:
                     raise
                 log.warning(
                     "falling back",
-                    extra={"alias": route.alias, "provider": route.provider_name,
-                           "error": err.kind, "next": routes[i + 1].provider_name},
+                    extra={
+                        "alias": route.alias,
+                        "provider": route.provider_name,
+                        "error": err.kind,
+                        "next": routes[i + 1].provider_name,
+                    },
                 )
         raise AssertionError("unreachable: routes is never empty")

@@ -114,4 +114,3 @@ def serve(settings: Settings, *, shutdown_grace_s: int = 30) -> None:
         },
     )
     server.run(sockets=sockets)
-

@@ -7,26 +7,7 @@ from typing import Any
 import pytest
 
 from fakes import FakeAnthropic, FakeOpenAI
-from harness import Gateway
-
-
-def two_upstreams(openai_url: str, anthropic_url: str) -> dict[str, Any]:
-    """Aliases on both families: gpt-* on the OpenAI fake, claude-* on the Anthropic fake."""
-    return {
-        "providers": {
-            "oai": {"type": "openai", "api_key": "sk-upstream-openai", "base_url": openai_url},
-            "ant": {"type": "anthropic", "api_key": "sk-upstream-anthropic", "base_url": anthropic_url},
-        },
-        "models": {
-            "gpt-test": {"provider": "oai", "model": "gpt-4o-mini"},
-            "o3-test": {"provider": "oai", "model": "o3-mini"},
-            "claude-test": {"provider": "ant", "model": "claude-haiku-4-5"},
-            "fallback-test": [
-                {"provider": "ant", "model": "claude-sonnet-4-6"},
-                {"provider": "oai", "model": "gpt-4o"},
-            ],
-        },
-    }
+from harness import Gateway, two_upstreams
 
 
 @pytest.fixture

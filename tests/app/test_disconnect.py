@@ -58,21 +58,34 @@ class EndlessProvider:
         return True, "ok"
 
 
-@pytest.mark.parametrize(("path", "headers"), [
-    ("/v1/chat/completions", ""),
-    ("/v1/messages", "anthropic-version: 2023-06-01\r\n"),
-])
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/v1/chat/completions", ""),
+        ("/v1/messages", "anthropic-version: 2023-06-01\r\n"),
+    ],
+)
 def test_disconnect_closes_the_provider_stream(tmp_path: Path, path: str, headers: str) -> None:
     provider = EndlessProvider()
-    raw = {"providers": {"endless": {"type": "openai", "base_url": "http://127.0.0.1:9"}},
-           "models": {"forever": {"provider": "endless", "model": "m"}}}
+    raw = {
+        "providers": {"endless": {"type": "openai", "base_url": "http://127.0.0.1:9"}},
+        "models": {"forever": {"provider": "endless", "model": "m"}},
+    }
     with Gateway.start(raw, tmp_path, providers={"endless": provider}) as gw:
-        body = json.dumps({"model": "forever", "max_tokens": 5, "stream": True,
-                           "messages": [{"role": "user", "content": "x"}]}).encode()
+        body = json.dumps(
+            {
+                "model": "forever",
+                "max_tokens": 5,
+                "stream": True,
+                "messages": [{"role": "user", "content": "x"}],
+            }
+        ).encode()
         sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
         sock.sendall(
             f"POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {gw.key}\r\n{headers}"
-            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         received = b""
         while received.count(b"tick") < 3:
             received += sock.recv(65536)

@@ -24,14 +24,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MERIDIAN, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, check=False)
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MERIDIAN, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
 
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.endswith("_API_KEY") and not k.startswith("MERIDIAN_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith("_API_KEY") and not k.startswith("MERIDIAN_")
+    }
     env.update(XDG_DATA_HOME=str(tmp_path / "data"), HOME=str(tmp_path / "home"), **extra)
     return env
 
@@ -76,8 +82,10 @@ def test_check_names_a_missing_variable(tmp_path: Path) -> None:
 
 def test_check_reports_key_paths(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("server: {listen: nope}\nproviders: {x: {type: openai, timeout_s: -1}}\n"
-                    "models: {a: {provider: y, model: m}}\n")
+    path.write_text(
+        "server: {listen: nope}\nproviders: {x: {type: openai, timeout_s: -1}}\n"
+        "models: {a: {provider: y, model: m}}\n"
+    )
     out = run("check", "--config", str(path), env=clean_env(tmp_path))
     assert out.returncode == 2
     assert "server.listen" in out.stderr and "providers.x.timeout_s" in out.stderr
@@ -85,12 +93,18 @@ def test_check_reports_key_paths(tmp_path: Path) -> None:
 
 def test_check_live_against_a_fake(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     path = tmp_path / "m.yaml"
-    path.write_text(json.dumps({
-        "server": {"master_key": "k"},
-        "providers": {"oai": {"type": "openai", "base_url": fake_openai.url}},
-        "models": {"good": {"provider": "oai", "model": "gpt-4o"},
-                   "bad": {"provider": "oai", "model": "gpt-4o-mini"}},
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "server": {"master_key": "k"},
+                "providers": {"oai": {"type": "openai", "base_url": fake_openai.url}},
+                "models": {
+                    "good": {"provider": "oai", "model": "gpt-4o"},
+                    "bad": {"provider": "oai", "model": "gpt-4o-mini"},
+                },
+            }
+        )
+    )
     fake_openai.reply_text("pong")
     fake_openai.reply_server_error()
     out = run("check", "--live", "--config", str(path), env=clean_env(tmp_path))
@@ -100,17 +114,27 @@ def test_check_live_against_a_fake(tmp_path: Path, fake_openai: FakeOpenAI) -> N
     assert any("bad" in line and "error" in line for line in lines)
 
 
-def test_serve_on_defaults_two_listeners_and_sigterm(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+def test_serve_on_defaults_two_listeners_and_sigterm(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
     p1, p2 = free_port(), free_port()
     cfg = tmp_path / "m.yaml"
-    cfg.write_text(json.dumps({
-        "server": {"listen": [f"127.0.0.1:{p1}", f"127.0.0.1:{p2}"]},
-        "storage": {"path": str(tmp_path / "db" / "m.db")},
-        "providers": {"oai": {"type": "openai", "base_url": fake_openai.url}},
-        "models": {"gpt-test": {"provider": "oai", "model": "gpt-4o"}},
-    }))
-    proc = subprocess.Popen([*MERIDIAN, "serve"], env=clean_env(tmp_path, MERIDIAN_CONFIG=str(cfg)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cfg.write_text(
+        json.dumps(
+            {
+                "server": {"listen": [f"127.0.0.1:{p1}", f"127.0.0.1:{p2}"]},
+                "storage": {"path": str(tmp_path / "db" / "m.db")},
+                "providers": {"oai": {"type": "openai", "base_url": fake_openai.url}},
+                "models": {"gpt-test": {"provider": "oai", "model": "gpt-4o"}},
+            }
+        )
+    )
+    proc = subprocess.Popen(
+        [*MERIDIAN, "serve"],
+        env=clean_env(tmp_path, MERIDIAN_CONFIG=str(cfg)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_up(f"http://127.0.0.1:{p1}", proc)
         key_file = tmp_path / "db" / "master_key"
@@ -119,8 +143,11 @@ def test_serve_on_defaults_two_listeners_and_sigterm(tmp_path: Path, fake_openai
         for port in (p1, p2):
             req = urllib.request.Request(
                 f"http://127.0.0.1:{port}/v1/chat/completions",
-                data=json.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]}).encode(),
-                headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
+                data=json.dumps(
+                    {"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]}
+                ).encode(),
+                headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+            )
             with urllib.request.urlopen(req, timeout=10) as resp:
                 assert json.load(resp)["choices"][0]["message"]["content"] == "pong from gpt-4o"
     finally:
