@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,8 @@ class Runtime:
     gateway: Gateway
     providers: Mapping[str, Provider]
     store: Store | None = None
-    started: list[Any] = field(default_factory=list)
+    # Run at shutdown after the observers have flushed, before the store closes.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -134,6 +135,8 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
             if runtime.store is not None:
                 runtime.store.open()
                 stack.callback(runtime.store.close)
+            for closer in runtime.closers:
+                stack.push_async_callback(closer)
             # Observers close after providers (LIFO): in-flight calls finish recording first.
             for observer in gw.observers:
                 await observer.start()

@@ -19,11 +19,14 @@ from types import FrameType
 import uvicorn
 from starlette.applications import Starlette
 
+from meridian import admin
 from meridian import providers as provider_registry
 from meridian.app import Runtime, create_app
 from meridian.auth import Authenticator
 from meridian.calls import Gateway
 from meridian.config import Settings
+from meridian.keys import KeyStore, StoreKeyResolver
+from meridian.limits import Limiter
 from meridian.providers.base import Provider
 from meridian.router import Router
 from meridian.store import Store
@@ -52,15 +55,20 @@ def build(settings: Settings, providers: Mapping[str, Provider] | None = None) -
     if providers is None:
         providers = {n: provider_registry.build(n, c) for n, c in settings.providers.items()}
     store = Store(settings.storage.path)
+    keys = KeyStore(store)
+    resolver = StoreKeyResolver(keys)
+    authenticator = Authenticator(master_key(settings), resolver)
     gateway = Gateway(
         router=Router(settings, providers),
-        authenticator=Authenticator(master_key(settings)),
+        authenticator=authenticator,
+        # One limiter per process: every listener shares its windows and budgets.
+        admission=Limiter(keys),
         max_body_bytes=int(settings.server.max_body_mb * 1024 * 1024),
         keepalive_s=settings.server.keepalive_s,
         request_timeout_s=settings.server.request_timeout_s,
     )
-    runtime = Runtime(gateway=gateway, providers=providers, store=store)
-    return create_app(runtime)
+    runtime = Runtime(gateway=gateway, providers=providers, store=store, closers=[resolver.aclose])
+    return create_app(runtime, extra_routes=admin.routes(authenticator, keys))
 
 
 def bind(listen: str) -> socket.socket:

@@ -1,0 +1,196 @@
+"""``meridian keys create|list|revoke|rotate``: client keys, straight on the SQLite file.
+
+The database is the one named by ``storage.path``; WAL mode lets this run next to a serving
+gateway, which picks the change up within about a second. A secret goes to stdout alone (so
+``$(meridian keys create ...)`` captures just it); everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from meridian.config import Settings
+from meridian.errors import MeridianError
+from meridian.keys import KeyInfo, KeyStore, human_time, parse_expires
+from meridian.store import Store
+
+_WARNING = "Store this secret now: it will not be shown again."
+
+
+@contextmanager
+def _keystore(settings: Settings) -> Iterator[KeyStore]:
+    store = Store(settings.storage.path).open()
+    try:
+        yield KeyStore(store)
+    finally:
+        store.close()
+
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+
+
+def _guarded(run: Handler) -> Handler:
+    def handler(settings: Settings, args: argparse.Namespace) -> int:
+        try:
+            return run(settings, args)
+        except MeridianError as exc:
+            print(f"meridian keys: {exc.message}", file=sys.stderr)
+            return 1
+        except (sqlite3.Error, OSError) as exc:
+            print(f"meridian keys: {settings.storage.path}: {exc}", file=sys.stderr)
+            return 1
+
+    return handler
+
+
+def _unknown_models(settings: Settings, models: list[str]) -> list[str]:
+    def known(alias: str) -> bool:
+        if alias in settings.models:
+            return True
+        provider, sep, _ = alias.partition("/")
+        prefixed = bool(sep) and settings.server.provider_prefix_routing
+        return prefixed and provider in settings.providers
+
+    return [m for m in models if not known(m)]
+
+
+def create(settings: Settings, args: argparse.Namespace) -> int:
+    models = None
+    if args.models is not None:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        unknown = _unknown_models(settings, models)
+        if unknown:
+            print(
+                f"warning: not a model of {settings.source}: {', '.join(unknown)} "
+                "(the key is scoped to them anyway)",
+                file=sys.stderr,
+            )
+    now = time.time()
+    expires_at = None if args.expires is None else parse_expires(args.expires, now)
+    with _keystore(settings) as keys:
+        secret, info = keys.create(
+            args.name,
+            models=models,
+            rpm=args.rpm,
+            tpm=args.tpm,
+            budget_tokens_month=args.budget_tokens_month,
+            budget_usd_month=args.budget_usd_month,
+            expires_at=expires_at,
+        )
+    if args.json:
+        print(json.dumps({"secret": secret, **info.as_dict(now)}))
+    else:
+        print(f"created key {info.name!r} ({info.prefix}..., {_limits(info)})", file=sys.stderr)
+        print(secret)
+    print(_WARNING, file=sys.stderr)
+    return 0
+
+
+def _limits(info: KeyInfo) -> str:
+    parts = []
+    if info.rpm is not None:
+        parts.append(f"{info.rpm:,} rpm")
+    if info.tpm is not None:
+        parts.append(f"{info.tpm:,} tpm")
+    if info.budget_tokens_month is not None:
+        parts.append(f"{info.budget_tokens_month:,} tokens/mo")
+    if info.budget_usd_month is not None:
+        parts.append(f"${info.budget_usd_month:,.2f}/mo")
+    return ", ".join(parts) or "no limits"
+
+
+def _used(info: KeyInfo) -> str:
+    text = f"{info.tokens_month:,} tokens"
+    return text + (f", ${info.usd_month:,.2f}" if info.usd_month else "")
+
+
+def list_keys(settings: Settings, args: argparse.Namespace) -> int:
+    with _keystore(settings) as keys:
+        infos = keys.list(include_revoked=not args.active)
+    now = time.time()
+    if args.json:
+        print(json.dumps([info.as_dict(now) for info in infos], indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("name", "prefix", "models", "limits", "used this month", "last used", "expiry"):
+        table.add_column(column, overflow="fold")
+    for info in infos:
+        status = info.status(now)
+        if status == "revoked" and info.revoked_at is not None:
+            expiry = f"[red]revoked {human_time(info.revoked_at)}[/red]"
+        elif info.expires_at is None:
+            expiry = "never"
+        else:
+            colour = "red" if status == "expired" else "default"
+            expiry = f"[{colour}]{human_time(info.expires_at)}[/{colour}]"
+        table.add_row(
+            info.name,
+            info.prefix,
+            "all" if info.models is None else ", ".join(info.models),
+            _limits(info),
+            _used(info),
+            "never" if info.last_used_at is None else human_time(info.last_used_at),
+            expiry,
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # piped (grep, less): one row a line rather than 80 columns
+    if infos:
+        console.print(table)
+    else:
+        console.print("no keys yet: create one with  meridian keys create --name NAME")
+    return 0
+
+
+def revoke(settings: Settings, args: argparse.Namespace) -> int:
+    with _keystore(settings) as keys:
+        info = keys.revoke(args.name)
+    print(f"revoked key {info.name!r} ({info.prefix}...)", file=sys.stderr)
+    return 0
+
+
+def rotate(settings: Settings, args: argparse.Namespace) -> int:
+    with _keystore(settings) as keys:
+        secret = keys.rotate(args.name)
+    print(f"rotated key {args.name!r}: the old secret no longer works", file=sys.stderr)
+    print(secret)
+    print(_WARNING, file=sys.stderr)
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = subparsers.add_parser("keys", help="create, list, revoke and rotate client keys")
+    sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+
+    p = sub.add_parser("create", help="create a key and print its secret once")
+    p.add_argument("--name", required=True, help="a unique name, e.g. the client's")
+    p.add_argument("--models", metavar="A,B", help="model aliases it may use (default: all)")
+    p.add_argument("--rpm", type=int, help="requests per minute")
+    p.add_argument("--tpm", type=int, help="tokens per minute")
+    p.add_argument("--budget-tokens-month", type=int, metavar="N", help="tokens per month (UTC)")
+    p.add_argument("--budget-usd-month", type=float, metavar="X", help="USD per month (UTC)")
+    p.add_argument("--expires", metavar="WHEN", help="90d, 12h, 30m, 2w or a date: 2027-01-01")
+    p.add_argument("--json", action="store_true", help="print the secret and the key as JSON")
+    p.set_defaults(handler=_guarded(create))
+
+    p = sub.add_parser("list", help="list keys with their limits and this month's usage")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.add_argument("--active", action="store_true", help="leave out revoked keys")
+    p.set_defaults(handler=_guarded(list_keys))
+
+    p = sub.add_parser("revoke", help="revoke a key (takes effect within about a second)")
+    p.add_argument("name")
+    p.set_defaults(handler=_guarded(revoke))
+
+    p = sub.add_parser("rotate", help="give a key a new secret; the old one stops working")
+    p.add_argument("name")
+    p.set_defaults(handler=_guarded(rotate))

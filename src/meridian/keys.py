@@ -1,0 +1,434 @@
+"""Client keys: created, listed, revoked and rotated in SQLite; resolved from memory.
+
+A secret is ``mk-`` + 43 url-safe characters. Only its sha256 is stored, with a short visible
+prefix (``mk-AbC123``) so an operator can tell keys apart. `KeyStore` is the synchronous
+bookkeeping used by the CLI and the admin API; `StoreKeyResolver` is the request hot path: a
+dict lookup, with SQLite consulted at most about once a second (``PRAGMA data_version`` says
+whether another process, such as ``meridian keys`` next to a running server, changed the file)
+and on a cache miss, so a key created or revoked anywhere takes effect within about a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import hmac
+import json
+import logging
+import math
+import re
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from meridian.auth import Principal
+from meridian.errors import AuthenticationFailed, InvalidRequest, NotFound
+from meridian.store import Store
+
+log = logging.getLogger("meridian.keys")
+
+SECRET_PREFIX = "mk-"
+VISIBLE_CHARS = 9  # "mk-" + 6: enough to tell keys apart, far too little to guess one
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_DURATION = re.compile(r"(\d+)\s*([mhdw])")
+_UNIT_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Tokens a budget counts: everything the upstream bills, cache reads and writes included.
+USED_TOKENS_SQL = "input_tokens + output_tokens + cache_read_tokens + cache_creation_tokens"
+
+
+class DuplicateKeyName(InvalidRequest):
+    default_status = 409
+
+
+def month_start(ts: float) -> float:
+    d = datetime.fromtimestamp(ts, UTC)
+    return datetime(d.year, d.month, 1, tzinfo=UTC).timestamp()
+
+
+def next_month_start(ts: float) -> float:
+    d = datetime.fromtimestamp(ts, UTC)
+    year, month = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
+    return datetime(year, month, 1, tzinfo=UTC).timestamp()
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def human_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def parse_expires(text: str, now: float) -> float:
+    """``90d``, ``12h``, ``30m``, ``2w``, ``2027-01-01`` (midnight UTC) or an ISO date-time."""
+    text = text.strip()
+    match = _DURATION.fullmatch(text)
+    if match:
+        return now + int(match.group(1)) * _UNIT_S[match.group(2)]
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            f"expires: expected a duration such as 90d, 12h, 30m or 2w, or a date such as "
+            f"2027-01-01, got {text!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: int
+    name: str
+    prefix: str
+    models: tuple[str, ...] | None  # None: every model
+    rpm: int | None
+    tpm: int | None
+    budget_tokens_month: int | None
+    budget_usd_month: float | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+    tokens_month: int = 0  # used this calendar month (UTC), from the usage ledger
+    usd_month: float = 0.0
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def status(self, now: float) -> str:
+        return "revoked" if self.revoked else "expired" if self.expired(now) else "active"
+
+    def principal(self) -> Principal:
+        models = None if self.models is None else frozenset(self.models)
+        return Principal(self.name, key_id=self.id, models=models, rpm=self.rpm, tpm=self.tpm)
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        """The JSON shape of the admin API and ``meridian keys list --json``."""
+        return {
+            "name": self.name,
+            "id": self.id,
+            "prefix": self.prefix,
+            "status": self.status(now),
+            "models": None if self.models is None else list(self.models),
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "budget_tokens_month": self.budget_tokens_month,
+            "budget_usd_month": self.budget_usd_month,
+            "tokens_month": self.tokens_month,
+            "usd_month": round(self.usd_month, 6),
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "revoked_at": iso(self.revoked_at),
+            "last_used_at": iso(self.last_used_at),
+        }
+
+
+def _info(row: Any, tokens: int = 0, usd: float = 0.0) -> KeyInfo:
+    return KeyInfo(
+        id=row["id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        models=None if row["models"] is None else tuple(json.loads(row["models"])),
+        rpm=row["rpm"],
+        tpm=row["tpm"],
+        budget_tokens_month=row["budget_tokens_month"],
+        budget_usd_month=row["budget_usd_month"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+        last_used_at=row["last_used_at"],
+        tokens_month=tokens,
+        usd_month=usd,
+    )
+
+
+def _positive(field: str, value: float | None, *, integer: bool = True) -> None:
+    if value is None:
+        return
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not 0 < value < math.inf:
+        noun = "a positive integer" if integer else "a positive number"
+        raise InvalidRequest(f"{field}: expected {noun}, got {value!r}", param=field)
+
+
+_COLUMNS = (
+    "id, name, prefix, models, rpm, tpm, budget_tokens_month, budget_usd_month, "
+    "created_at, expires_at, revoked_at, last_used_at"
+)
+
+
+class KeyStore:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        # Bumped on every write through this object: PRAGMA data_version only sees writes made
+        # by *other* connections, so the in-process resolver needs this to notice its own.
+        self.generation = 0
+
+    def create(
+        self,
+        name: str,
+        *,
+        models: Sequence[str] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        budget_tokens_month: int | None = None,
+        budget_usd_month: float | None = None,
+        expires_at: float | None = None,
+    ) -> tuple[str, KeyInfo]:
+        """A new key; the secret is returned here and never again."""
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise InvalidRequest(
+                f"name: expected 1-64 letters, digits, '.', '_' or '-' (starting with a letter "
+                f"or digit), got {name!r}",
+                param="name",
+            )
+        if models is not None:
+            if isinstance(models, str) or not all(isinstance(m, str) and m for m in models):
+                raise InvalidRequest("models: expected a list of model aliases", param="models")
+            models = list(dict.fromkeys(m.strip() for m in models if m.strip()))
+            if not models:
+                raise InvalidRequest(
+                    "models: the list is empty; leave it out to allow every model", param="models"
+                )
+        _positive("rpm", rpm)
+        _positive("tpm", tpm)
+        _positive("budget_tokens_month", budget_tokens_month)
+        _positive("budget_usd_month", budget_usd_month, integer=False)
+        now = self.clock()
+        if expires_at is not None and expires_at <= now:
+            raise InvalidRequest(f"expires: {iso(expires_at)} is in the past", param="expires")
+        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        with self.store.transaction() as conn:
+            if conn.execute(
+                "SELECT 1 FROM keys WHERE name = ? AND revoked_at IS NULL", (name,)
+            ).fetchone():
+                raise DuplicateKeyName(
+                    f"an active key named {name!r} already exists: revoke or rotate it, or "
+                    f"choose another name",
+                    param="name",
+                )
+            cur = conn.execute(
+                "INSERT INTO keys (name, prefix, hash, models, rpm, tpm, budget_tokens_month, "
+                "budget_usd_month, created_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    name,
+                    secret[:VISIBLE_CHARS],
+                    digest(secret),
+                    None if models is None else json.dumps(models),
+                    rpm,
+                    tpm,
+                    budget_tokens_month,
+                    None if budget_usd_month is None else float(budget_usd_month),
+                    now,
+                    expires_at,
+                ),
+            )
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM keys WHERE id = ?", (cur.lastrowid,)
+            ).fetchone()
+        self.generation += 1
+        return secret, _info(row)
+
+    def list(self, *, include_revoked: bool = True) -> list[KeyInfo]:
+        """Every key with what it used this calendar month (UTC), newest first."""
+        where = "" if include_revoked else "WHERE revoked_at IS NULL"
+        rows = self.store.query(f"SELECT {_COLUMNS} FROM keys {where} ORDER BY id DESC")
+        used = {
+            r["key_id"]: (r["tokens"] or 0, r["usd"] or 0.0)
+            for r in self.store.query(
+                f"SELECT key_id, SUM({USED_TOKENS_SQL}) AS tokens, SUM(cost_usd) AS usd "
+                "FROM usage WHERE ts >= ? AND key_id IS NOT NULL GROUP BY key_id",
+                (month_start(self.clock()),),
+            )
+        }
+        return [_info(r, *used.get(r["id"], (0, 0.0))) for r in rows]
+
+    def get(self, name: str) -> KeyInfo:
+        """The active key of that name, else its most recently revoked one."""
+        rows = self.store.query(
+            f"SELECT {_COLUMNS} FROM keys WHERE name = ? "
+            "ORDER BY revoked_at IS NOT NULL, revoked_at DESC LIMIT 1",
+            (name,),
+        )
+        if not rows:
+            raise NotFound(f"no key named {name!r}")
+        return self._with_usage(rows[0])
+
+    def by_id(self, key_id: int, now: float | None = None) -> KeyInfo | None:
+        """The key with that id and its usage in the month of ``now``; None if there is none."""
+        rows = self.store.query(f"SELECT {_COLUMNS} FROM keys WHERE id = ?", (key_id,))
+        return self._with_usage(rows[0], now) if rows else None
+
+    def usage_this_month(self, key_id: int, now: float | None = None) -> tuple[int, float]:
+        start = month_start(self.clock() if now is None else now)
+        rows = self.store.query(
+            f"SELECT SUM({USED_TOKENS_SQL}) AS tokens, SUM(cost_usd) AS usd FROM usage "
+            "WHERE key_id = ? AND ts >= ? AND ts < ?",
+            (key_id, start, next_month_start(start)),
+        )
+        return (rows[0]["tokens"] or 0, rows[0]["usd"] or 0.0)
+
+    def revoke(self, name: str) -> KeyInfo:
+        with self.store.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (self.clock(), name),
+            )
+        if cur.rowcount == 0:
+            self.get(name)  # raises NotFound for an unknown name
+            raise InvalidRequest(f"key {name!r} is already revoked", status=409)
+        self.generation += 1
+        return self.get(name)
+
+    def rotate(self, name: str) -> str:
+        """A new secret for the active key ``name``: same id, limits and usage; the old secret
+        stops working at once."""
+        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        with self.store.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE keys SET hash = ?, prefix = ? WHERE name = ? AND revoked_at IS NULL",
+                (digest(secret), secret[:VISIBLE_CHARS], name),
+            )
+        if cur.rowcount == 0:
+            self.get(name)
+            raise InvalidRequest(f"key {name!r} is revoked: create a new one", status=409)
+        self.generation += 1
+        return secret
+
+    def all_rows(self) -> builtins.list[tuple[bytes, KeyInfo]]:
+        """(hash, info) of every key, for the resolver's cache."""
+        rows = self.store.query(f"SELECT hash, {_COLUMNS} FROM keys")
+        return [(bytes(r["hash"]), _info(r)) for r in rows]
+
+    def data_version(self) -> int:
+        return int(self.store.query("PRAGMA data_version")[0][0])
+
+    def touch(self, last_used: dict[int, float]) -> None:
+        with self.store.transaction() as conn:
+            conn.executemany(
+                "UPDATE keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+                [(ts, key_id) for key_id, ts in last_used.items()],
+            )
+
+    def _with_usage(self, row: Any, now: float | None = None) -> KeyInfo:
+        return _info(row, *self.usage_this_month(row["id"], now))
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    hash: bytes
+    info: KeyInfo
+    principal: Principal
+
+
+class StoreKeyResolver:
+    """`auth.KeyResolver` over a `KeyStore`, answering from memory.
+
+    The cache holds every key, revoked ones included (to say "revoked" rather than "invalid"),
+    indexed by the visible prefix; the digest is then compared in constant time. ``last_used_at``
+    is collected in memory and written in one transaction at most every ``touch_s`` seconds, by
+    a task of its own: call `aclose` on shutdown to write the last batch.
+    """
+
+    def __init__(self, keys: KeyStore, *, refresh_s: float = 1.0, touch_s: float = 5.0) -> None:
+        self._keys = keys
+        self._clock = keys.clock
+        self._refresh_s = refresh_s
+        self._touch_s = touch_s
+        self._by_prefix: dict[str, list[_Entry]] = {}
+        self._version: tuple[int, int] | None = None  # (data_version, generation) cached
+        self._checked_at = float("-inf")
+        self._checks = 0
+        self._lock = asyncio.Lock()
+        self._used: dict[int, float] = {}
+        self._touched_at = self._clock()
+        self._touch_task: asyncio.Task[None] | None = None
+
+    async def resolve(self, secret: str) -> Principal | None:
+        if not secret.startswith(SECRET_PREFIX) or len(secret) != len(SECRET_PREFIX) + 43:
+            return None  # not one of ours: no reason to look at the database
+        now = self._clock()
+        if now - self._checked_at >= self._refresh_s or (
+            self._version is not None and self._version[1] != self._keys.generation
+        ):
+            await self._refresh()
+        entry = self._find(secret)
+        if entry is None:
+            # A key created a moment ago by the CLI in another process: check before saying no.
+            await self._refresh()
+            entry = self._find(secret)
+            if entry is None:
+                return None
+        info = entry.info
+        if info.revoked:
+            raise AuthenticationFailed(f"key {info.name!r} was revoked")
+        if info.expires_at is not None and now >= info.expires_at:
+            raise AuthenticationFailed(
+                f"key {info.name!r} expired on {human_time(info.expires_at)}"
+            )
+        self._used[info.id] = now
+        if now - self._touched_at >= self._touch_s and self._touch_task is None:
+            self._touched_at = now
+            self._touch_task = asyncio.create_task(self._touch())
+        return entry.principal
+
+    async def aclose(self) -> None:
+        """Write the pending ``last_used_at`` times (call on shutdown)."""
+        if self._touch_task is not None:
+            await self._touch_task
+        await self._touch()
+
+    def _find(self, secret: str) -> _Entry | None:
+        wanted = digest(secret)
+        for entry in self._by_prefix.get(secret[:VISIBLE_CHARS], ()):
+            if hmac.compare_digest(entry.hash, wanted):
+                return entry
+        return None
+
+    async def _refresh(self) -> None:
+        seen = self._checks
+        async with self._lock:
+            if self._checks != seen:
+                return  # another request checked while this one waited
+            generation = self._keys.generation  # read first: a write during the load reloads
+            version = (await asyncio.to_thread(self._keys.data_version), generation)
+            if version != self._version:
+                rows = await asyncio.to_thread(self._keys.all_rows)
+                by_prefix: dict[str, list[_Entry]] = {}
+                for hash_, info in rows:
+                    by_prefix.setdefault(info.prefix, []).append(
+                        _Entry(hash_, info, info.principal())
+                    )
+                self._by_prefix = by_prefix
+                self._version = version
+            self._checked_at = self._clock()
+            self._checks += 1
+
+    async def _touch(self) -> None:
+        batch, self._used = self._used, {}
+        try:
+            if batch:
+                await asyncio.to_thread(self._keys.touch, batch)
+        except Exception:
+            log.warning("could not record when keys were last used", exc_info=True)
+            for key_id, ts in batch.items():
+                self._used.setdefault(key_id, ts)
+        finally:
+            self._touch_task = None

@@ -1,0 +1,34 @@
+"""Fixtures for the client-key tests: a store on a temporary file and a clock the test moves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from keyhelpers import Clock
+
+from meridian.keys import KeyStore
+from meridian.store import Store
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "meridian.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Store]:
+    s = Store(db_path).open()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def keys(store: Store, clock: Clock) -> KeyStore:
+    return KeyStore(store, clock=clock)
