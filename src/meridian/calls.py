@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -28,6 +28,8 @@ from starlette.responses import Response as HttpResponse
 from meridian.auth import Admission, Authenticator, Principal
 from meridian.dialects import Dialect
 from meridian.errors import ApiError, InvalidRequest, MeridianError, RequestTooLarge, Timeout
+from meridian.logs import RequestLog
+from meridian.metrics import Metrics
 from meridian.model import (
     BlockDelta,
     Collector,
@@ -38,6 +40,7 @@ from meridian.model import (
     Response,
     Usage,
 )
+from meridian.prices import PriceTable
 from meridian.providers.base import CallContext, Relay
 from meridian.records import CallRecord, Observer
 from meridian.router import Route, Router
@@ -59,7 +62,11 @@ class Gateway:
     max_body_bytes: int = 32 * 1024 * 1024
     keepalive_s: float = 15.0
     request_timeout_s: float = 600.0
-    extras: dict[str, Any] = field(default_factory=dict)
+    # Prices calls whose upstream reports no cost, before limits settle and observers record.
+    prices: PriceTable | None = None
+    metrics: Metrics | None = None
+    # Set only when server.log_bodies is on.
+    request_log: RequestLog | None = None
 
 
 def new_request_id() -> str:
@@ -109,12 +116,17 @@ class Call:
         self.principal: Principal | None = None
         self.headers = {"x-request-id": self.rec.request_id, "request-id": self.rec.request_id}
         self._parsed: Request | None = None
+        self._finished = False
+        if gw.metrics is not None:
+            gw.metrics.in_flight_inc(dialect.wire)
 
     async def run(self) -> HttpResponse:
         try:
             self.principal = await self.gw.authenticator.authenticate(self.http.headers)
             self.rec.key_name, self.rec.key_id = self.principal.name, self.principal.key_id
             body = await read_json(self.http, self.gw.max_body_bytes)
+            if self.gw.request_log is not None:
+                self.gw.request_log.body(self.rec.request_id, "request", body)
             alias, stream = self.dialect.check(body)
             self.rec.alias, self.rec.stream = alias, stream
             self.principal.check_model(alias)
@@ -161,6 +173,14 @@ class Call:
         )
 
     def _finish(self, usage: Usage) -> None:
+        """Account for the call, exactly once however it ended."""
+        if self._finished:
+            return
+        self._finished = True
+        if self.gw.metrics is not None:
+            self.gw.metrics.in_flight_dec(self.dialect.wire)
+        if usage.cost_usd is None and self.gw.prices is not None:
+            usage = replace(usage, cost_usd=self.gw.prices.estimate(self.rec.upstream_model, usage))
         self.rec.usage = usage
         self.rec.latency_ms = (time.perf_counter() - self.t0) * 1000
         if self.principal is not None and self.gw.admission is not None:
@@ -239,8 +259,17 @@ class Call:
         route, (pump, head) = await self.gw.router.first_success(routes, attempt)
         self._served_by(route, self.rec.path or "")
         if isinstance(head, Relay):
-            return SSEResponse(self._relay_body(pump, head), {**head.headers, **self.headers})
-        return SSEResponse(self._translate_body(pump, head, body), self.headers)
+            relay = head
+            return SSEResponse(
+                self._relay_body(pump, relay),
+                {**relay.headers, **self.headers},
+                on_close=lambda: self._stream_done(pump, relay.usage),
+            )
+        return SSEResponse(
+            self._translate_body(pump, head, body),
+            self.headers,
+            on_close=lambda: self._stream_done(pump, Usage()),
+        )
 
     async def _relay_body(self, pump: Pump[bytes], relay: Relay) -> AsyncIterator[bytes]:
         try:
@@ -297,6 +326,10 @@ class Call:
         return self.dialect.stream_error(enc, err, self.rec.request_id)
 
     async def _stream_done(self, pump: Pump[Any], usage: Usage) -> None:
+        """Close the source and account for the call. Runs from the body's ``finally``, or,
+        if the client left before the body started, from the response's ``on_close``."""
+        if self._finished:
+            return
         finished = pump.finished
         await pump.aclose()
         if not finished and self.rec.error_type is None:

@@ -21,7 +21,7 @@ Handler = Callable[[Settings, argparse.Namespace], int]
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from meridian import server
+    from meridian import logs, server
 
     if args.host or args.port:
         listen = []
@@ -31,9 +31,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"server": settings.server.model_copy(update={"listen": listen})}
         )
-    import logging  # TODO(lead): JSON logs
-
-    logging.basicConfig(level=logging.INFO)
+    logs.configure("INFO")
     try:
         server.serve(settings)
     except OSError as exc:

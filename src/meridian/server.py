@@ -14,19 +14,25 @@ import secrets
 import signal
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import FrameType
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from meridian import admin
+from meridian import admin, dashboard, logs
 from meridian import providers as provider_registry
 from meridian.app import Runtime, create_app
 from meridian.auth import Authenticator
 from meridian.calls import Gateway
 from meridian.config import Settings
 from meridian.keys import KeyStore, StoreKeyResolver
+from meridian.ledger import Ledger
 from meridian.limits import Limiter
+from meridian.logs import RequestLog
+from meridian.metrics import Metrics, metrics_route
+from meridian.prices import PriceTable
 from meridian.providers.base import Provider
 from meridian.router import Router
 from meridian.store import Store
@@ -50,25 +56,59 @@ def master_key(settings: Settings) -> str:
     return key
 
 
-def build(settings: Settings, providers: Mapping[str, Provider] | None = None) -> Starlette:
+@dataclass(slots=True)
+class Built:
+    """The app and the parts of it that tests and embedders may want to reach."""
+
+    app: Starlette
+    runtime: Runtime
+    ledger: Ledger
+    metrics: Metrics
+    registry: CollectorRegistry
+
+
+def assemble(settings: Settings, providers: Mapping[str, Provider] | None = None) -> Built:
     """The app for ``settings``; ``providers`` replaces the configured ones (tests, embedding)."""
     if providers is None:
         providers = {n: provider_registry.build(n, c) for n, c in settings.providers.items()}
     store = Store(settings.storage.path)
     keys = KeyStore(store)
     resolver = StoreKeyResolver(keys)
-    authenticator = Authenticator(master_key(settings), resolver)
+    master = master_key(settings)
+    authenticator = Authenticator(master, resolver)
+    prices = PriceTable()
+    ledger = Ledger(store, prices, retention_days=settings.storage.retention_days)
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    for name, provider in providers.items():
+        metrics.watch_provider(name, provider)
+    metrics.watch_ledger(ledger)
+    request_log = RequestLog(log_bodies=settings.server.log_bodies, secrets=[master])
     gateway = Gateway(
         router=Router(settings, providers),
         authenticator=authenticator,
         # One limiter per process: every listener shares its windows and budgets.
         admission=Limiter(keys),
+        observers=[request_log, ledger, metrics],
+        prices=prices,
+        metrics=metrics,
+        request_log=request_log if settings.server.log_bodies else None,
         max_body_bytes=int(settings.server.max_body_mb * 1024 * 1024),
         keepalive_s=settings.server.keepalive_s,
         request_timeout_s=settings.server.request_timeout_s,
     )
     runtime = Runtime(gateway=gateway, providers=providers, store=store, closers=[resolver.aclose])
-    return create_app(runtime, extra_routes=admin.routes(authenticator, keys))
+    metrics_auth = authenticator if settings.server.metrics_require_key else None
+    extra = [
+        *admin.routes(authenticator, keys),
+        *dashboard.routes(store, authenticator, providers, metrics),
+        metrics_route(metrics, metrics_auth),
+    ]
+    return Built(create_app(runtime, extra), runtime, ledger, metrics, registry)
+
+
+def build(settings: Settings, providers: Mapping[str, Provider] | None = None) -> Starlette:
+    return assemble(settings, providers).app
 
 
 def bind(listen: str) -> socket.socket:
@@ -111,14 +151,10 @@ def serve(settings: Settings, *, shutdown_grace_s: int = 30) -> None:
         timeout_keep_alive=75,
     )
     server = _Server(config)
-    log.info(
-        "meridian listening",
-        extra={
-            "listen": settings.server.listen,
-            "providers": sorted(settings.providers),
-            "models": sorted(settings.models),
-            "config": settings.source,
-            "database": str(settings.storage.path),
-        },
+    logs.startup(
+        log,
+        settings.server.listen,
+        {name: conf.type for name, conf in settings.providers.items()},
+        settings.models,
     )
     server.run(sockets=sockets)

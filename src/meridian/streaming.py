@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from starlette.responses import StreamingResponse
@@ -103,16 +103,25 @@ class SSEResponse(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(self, content: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        headers: dict[str, str],
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         super().__init__(
             content,
             # x-accel-buffering: nginx in front of meridian must not hold SSE back.
             headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers},
         )
         self._source: Any = content
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self._source.aclose()
+            # An async generator closed before it started never runs its own ``finally``.
+            if self._on_close is not None:
+                await self._on_close()
