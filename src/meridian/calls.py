@@ -143,6 +143,11 @@ class Call:
             return await self._complete(routes, body, ctx)
         except MeridianError as err:
             return self._fail(err)
+        except asyncio.CancelledError:
+            # The server is shutting down under this call: still account for it.
+            self.rec.status, self.rec.error_type = 499, "cancelled"
+            self._finish(Usage())
+            raise
         except Exception:
             log.exception("internal error", extra={"request_id": self.rec.request_id})
             return self._fail(ApiError(f"internal error (request id {self.rec.request_id})"))

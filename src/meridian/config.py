@@ -66,6 +66,9 @@ class ServerConfig(_Model):
 class StorageConfig(_Model):
     path: Path = Field(default_factory=lambda: data_dir() / "meridian.db")
     retention_days: int = Field(default=90, ge=1)
+    # Record every call in the usage table. Off: no ledger rows (metrics and logs still run,
+    # and monthly budgets count only what the running process has seen).
+    usage_ledger: bool = True
 
     @field_validator("path")
     @classmethod

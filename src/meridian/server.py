@@ -89,7 +89,9 @@ def assemble(settings: Settings, providers: Mapping[str, Provider] | None = None
         authenticator=authenticator,
         # One limiter per process: every listener shares its windows and budgets.
         admission=Limiter(keys),
-        observers=[request_log, ledger, metrics],
+        observers=[request_log, ledger, metrics]
+        if settings.storage.usage_ledger
+        else [request_log, metrics],
         prices=prices,
         metrics=metrics,
         request_log=request_log if settings.server.log_bodies else None,

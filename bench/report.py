@@ -1,0 +1,183 @@
+"""Turn the measurements into one markdown table, with ratios and the issue's targets.
+
+`results` is the plain-JSON shape that run.py fills and saves beside the table:
+
+    {"targets": {"direct"|"meridian"|"litellm": {
+        "paths": {path: {"load": {conns: cell}, "stream": cell, "ttft": {...}}},
+        "rss_idle_mb": x, "rss_load_mb": x, "cold_start_s": [..]}},
+     "conns": [...], "stream_conns": n, "paths": [...], "tool": "wrk", ...}
+
+where a cell is ``{"rps", "p50_ms", "p99_ms", "cpu_ms", "errors", "requests"}``. The direct
+target is keyed by upstream format ("openai", "anthropic"): a translated path's baseline is
+its upstream's pass-through.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from payloads import PATHS
+
+DASH = "\u2013"  # en dash: an empty cell
+TIMES = "\u00d7"
+# Issue 2's targets, for the pass-through non-streaming path on this 2-core kind of machine.
+TARGET_RPS_32 = 3000
+TARGET_ADDED_P50_MS = 1.0
+TARGET_RSS_MB = 80
+TARGET_COLD_S = 1.0
+
+Row = tuple[str, str, Callable[[dict[str, Any], str], float | None], str, str]
+# (path key or "" for process rows, metric label, getter(target results, path key) -> value,
+#  kind, target)
+# kind picks the format and the "vs direct" column: rps | ms | cpu | mb | s.
+
+
+def _cell(key: str, conns: int | None, field: str) -> Callable[[dict[str, Any], str], float | None]:
+    def get(t: dict[str, Any], path: str) -> float | None:
+        p = t.get("paths", {}).get(path)
+        if p is None:
+            return None
+        cell = p.get("stream") if conns is None else p.get("load", {}).get(str(conns))
+        if cell is None:
+            return None
+        value = p.get("ttft", {}).get(field) if key == "ttft" else cell.get(field)
+        return None if value is None else float(value)
+
+    return get
+
+
+def _proc(field: str) -> Callable[[dict[str, Any], str], float | None]:
+    def get(t: dict[str, Any], _path: str) -> float | None:
+        value = t.get(field)
+        if isinstance(value, list):
+            return statistics.median(value) if value else None
+        return value
+
+    return get
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    conns: list[int] = results["conns"]
+    sc: int = results["stream_conns"]
+    for key in results["paths"]:
+        label = key
+        passthrough = not PATHS[key].translated
+        for c in conns:
+            unit = "conn" if c == 1 else "conns"
+            rps_target = f"≥ {TARGET_RPS_32:,}" if passthrough and c == 32 else ""
+            p50_target = f"≤ +{TARGET_ADDED_P50_MS:g} ms" if passthrough and c == 1 else ""
+            out += [
+                (label, f"req/s, {c} {unit}", _cell("load", c, "rps"), "rps", rps_target),
+                (label, f"p50 ms, {c} {unit}", _cell("load", c, "p50_ms"), "ms", p50_target),
+                (label, f"p99 ms, {c} {unit}", _cell("load", c, "p99_ms"), "ms", ""),
+                (label, f"CPU ms/req, {c} {unit}", _cell("load", c, "cpu_ms"), "cpu", ""),
+            ]
+        out += [
+            (label, f"stream req/s, {sc} conns", _cell("load", None, "rps"), "rps", ""),
+            (label, f"stream CPU ms/req, {sc} conns", _cell("load", None, "cpu_ms"), "cpu", ""),
+            (label, "stream first chunk p50 ms, 1 conn", _cell("ttft", None, "ttft_p50_ms"),
+             "ms", ""),
+        ]
+    out += [
+        ("", "RSS idle MB", _proc("rss_idle_mb"), "mb", f"< {TARGET_RSS_MB}"),
+        ("", "RSS after load MB", _proc("rss_load_mb"), "mb", f"< {TARGET_RSS_MB}"),
+        ("", "cold start s (median)", _proc("cold_start_s"), "s", f"< {TARGET_COLD_S:g}"),
+    ]
+    return out
+
+
+def fmt(value: float | None, kind: str) -> str:
+    if value is None:
+        return DASH
+    if kind == "rps":
+        return f"{value:,.0f}"
+    if kind == "cpu":
+        return f"{value:.3f}"
+    if kind in ("mb",):
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _versus(m: float | None, d: float | None, kind: str) -> str:
+    if m is None or d is None or kind in ("cpu", "mb", "s"):
+        return DASH
+    if kind == "rps":
+        return f"{m / d:.2f}{TIMES}" if d else DASH
+    return f"{m - d:+.2f} ms"
+
+
+def _verdict(target: str, m: float | None, d: float | None, kind: str) -> str:
+    if not target or m is None:
+        return target
+    number = float(re.sub(r"[^0-9.]", "", target.replace(",", "")))
+    if kind == "rps":
+        ok = m >= number
+    elif kind == "ms":
+        ok = d is not None and m - d <= number
+    else:
+        ok = m < number
+    return f"{target} {'✅' if ok else '❌'}"
+
+
+def table(results: dict[str, Any]) -> str:
+    targets = results["targets"]
+    direct = targets.get("direct", {})
+    meridian = targets.get("meridian", {})
+    litellm = targets.get("litellm")
+    head = ["path", "metric", "direct", "meridian", "meridian vs direct", "LiteLLM", "target"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for path_key, metric, get, kind, target in rows(results):
+        label = PATHS[path_key].name if path_key else "Process"
+        upstream = PATHS[path_key].upstream if path_key else ""
+        d = None if kind == "cpu" or not path_key else get(direct, upstream)
+        m = get(meridian, path_key)
+        lv = get(litellm, path_key) if litellm is not None else None
+        cells = [label, metric, fmt(d, kind), fmt(m, kind) + _flag(meridian, path_key, metric),
+                 _versus(m, d, kind), fmt(lv, kind), _verdict(target, m, d, kind)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _flag(t: dict[str, Any], path: str, metric: str) -> str:
+    """A warning mark on a cell whose run saw errors, so a fast 4xx never reads as a result."""
+    p = t.get("paths", {}).get(path, {})
+    cells = [*p.get("load", {}).values(), p.get("stream") or {}]
+    return " ⚠" if metric.startswith("req/s") and any(c.get("errors") for c in cells) else ""
+
+
+def summary(results: dict[str, Any]) -> str:
+    """A few sentences under the table: LiteLLM comparison and errors."""
+    out = []
+    t = results["targets"]
+    if "litellm" in t and "meridian" in t and 32 in results["conns"]:
+        for key in results["paths"]:
+            m = _cell("load", 32, "rps")(t["meridian"], key)
+            lv = _cell("load", 32, "rps")(t["litellm"], key)
+            if m and lv:
+                out.append(f"- {PATHS[key].name}: meridian does {m / lv:.0f}{TIMES} "
+                           "LiteLLM's req/s at 32 connections.")
+    errors = {name: sum(c.get("errors", 0) for p in tr.get("paths", {}).values()
+                        for c in [*p.get("load", {}).values(), p.get("stream") or {}])
+              for name, tr in t.items()}
+    bad = {k: v for k, v in errors.items() if v}
+    out.append(f"- Errors during load: {bad}." if bad else "- No errors during load.")
+    return "\n".join(out) + "\n"
+
+
+MARK_START = "<!-- bench:results:start -->"
+MARK_END = "<!-- bench:results:end -->"
+
+
+def update_docs(doc: Path, block: str) -> None:
+    """Replace the results block of docs/bench.md (between the markers) with `block`."""
+    text = doc.read_text() if doc.exists() else f"# Benchmark\n\n{MARK_START}\n{MARK_END}\n"
+    start, end = text.find(MARK_START), text.find(MARK_END)
+    if start < 0 or end < start:
+        text = text.rstrip() + f"\n\n{MARK_START}\n{MARK_END}\n"
+        start, end = text.find(MARK_START), text.find(MARK_END)
+    doc.write_text(text[: start + len(MARK_START)] + "\n" + block.strip() + "\n" + text[end:])
