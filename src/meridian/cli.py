@@ -140,15 +140,9 @@ def _leaves(
 
 
 def _extensions() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
-    import importlib
+    from meridian import cli_auth, cli_keys, cli_usage
 
-    out = []
-    for name in ("cli_auth", "cli_keys", "cli_usage"):  # TODO(lead): plain imports once all land
-        try:
-            out.append(importlib.import_module(f"meridian.{name}").add_parser)
-        except ImportError:
-            pass
-    return out
+    return [cli_auth.add_parser, cli_keys.add_parser, cli_usage.add_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -260,6 +260,15 @@ def default_settings(env: Mapping[str, str] | None = None) -> Settings:
         if env.get(var):
             providers[name] = {**conf, "api_key": env[var]}
             models.update({a: {"provider": name, "model": a} for a in aliases})
+    # The Claude subscription, through the official CLI; logged in with `meridian auth login`.
+    providers["claude"] = {"type": "claude-code"}
+    models.update(
+        {
+            "claude-haiku-4-5": {"provider": "claude", "model": "haiku"},
+            "claude-sonnet-4-6": {"provider": "claude", "model": "sonnet"},
+            "claude-opus-4-7": {"provider": "claude", "model": "opus"},
+        }
+    )
     raw: dict[str, Any] = {"providers": providers, "models": models}
     if env.get("MERIDIAN_MASTER_KEY"):
         raw["server"] = {"master_key": env["MERIDIAN_MASTER_KEY"]}

@@ -165,3 +165,31 @@ def test_serve_port_in_use_is_one_line(tmp_path: Path) -> None:
         out = run("serve", "--port", str(port), env=clean_env(tmp_path), timeout=30)
     assert out.returncode == 1
     assert f"127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_auth_status_when_not_logged_in(tmp_path: Path) -> None:
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "providers": {
+                    "sub": {"type": "claude-code", "config_dir": str(tmp_path / "claude")}
+                },
+                "models": {"claude-haiku-4-5": {"provider": "sub", "model": "haiku"}},
+            }
+        )
+    )
+    out = run("auth", "status", "--json", "--config", str(cfg), env=clean_env(tmp_path))
+    assert out.returncode == 1, out.stderr
+    report = json.loads(out.stdout)
+    assert report["logged_in"] is False and report["config_dir"] == str(tmp_path / "claude")
+    assert "meridian auth login" in report["detail"]
+    out = run("auth", "status", "--config", str(cfg), "--provider", "nope", env=clean_env(tmp_path))
+    assert out.returncode == 2 and "no claude-code provider named 'nope'" in out.stderr
+
+
+def test_defaults_include_the_subscription_aliases(tmp_path: Path) -> None:
+    out = run("check", env=clean_env(tmp_path))
+    assert out.returncode == 0, out.stderr
+    for alias in ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-7"):
+        assert alias in out.stdout
