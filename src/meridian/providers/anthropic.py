@@ -18,45 +18,24 @@ from meridian.config import AnthropicProviderConfig
 from meridian.model import Event, Request, Usage
 from meridian.providers import rules
 from meridian.providers.base import CallContext, Relay, Wire
-from meridian.providers.http import Upstream, dumps, passed_headers
+from meridian.providers.http import HttpProvider, dumps, passed_headers
 from meridian.wire import anthropic as anthropic_wire
 
 ANTHROPIC_VERSION = "2023-06-01"
 
 
-class AnthropicProvider:
+class AnthropicProvider(HttpProvider):
     native_wire: Wire | None = "anthropic"
 
     def __init__(self, name: str, config: AnthropicProviderConfig) -> None:
-        self.name = name
-        self.config = config
-        base_url = config.base_url.rstrip("/")
-        self._url = base_url + "/v1/messages"
-        headers = {
-            "content-type": "application/json",
-            "accept": "application/json",
-            "anthropic-version": ANTHROPIC_VERSION,
-        }
-        if config.api_key is not None:
-            headers["x-api-key"] = config.api_key.get_secret_value()
-        headers.update({k.lower(): v for k, v in config.headers.items()})
-        self._headers = headers
-        self._http = Upstream(
-            provider=name,
-            base_url=base_url,
-            max_connections=config.max_connections,
-            timeout_s=config.timeout_s,
+        auth = {} if config.api_key is None else {"x-api-key": config.api_key.get_secret_value()}
+        super().__init__(
+            name,
+            config,
+            path="/v1/messages",
+            headers={"anthropic-version": ANTHROPIC_VERSION, **auth},
             parse_error_body=anthropic_wire.parse_error_body,
         )
-
-    async def start(self) -> None:
-        await self._http.start()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def ready(self) -> tuple[bool, str]:
-        return True, "ok"
 
     def headers(self, ctx: CallContext) -> dict[str, str]:
         """The upstream request headers for a call (shared, not copied, when nothing varies)."""

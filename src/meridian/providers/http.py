@@ -27,9 +27,10 @@ import aiohttp
 import orjson
 
 from meridian import __version__
+from meridian.config import AnthropicProviderConfig, OpenAIProviderConfig
 from meridian.errors import ApiError, MeridianError, Timeout, from_upstream_status
 from meridian.model import Event, Usage
-from meridian.providers.base import Relay
+from meridian.providers.base import Relay, Wire
 from meridian.wire.sse import SSEDecoder, SSEEvent
 
 # Used when neither the call nor the provider config sets a timeout (the framework's
@@ -368,3 +369,48 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+class HttpProvider:
+    """What the direct providers share: one `Upstream` pool, request headers built once, and
+    a lifecycle that is the pool's. Subclasses add ``stream`` and ``relay``."""
+
+    native_wire: Wire | None = None
+
+    def __init__(
+        self,
+        name: str,
+        config: OpenAIProviderConfig | AnthropicProviderConfig,
+        *,
+        path: str,
+        headers: Mapping[str, str],
+        parse_error_body: Callable[[int, bytes], str],
+        quota_exhausted: Callable[[int, bytes], bool] = _never,
+    ) -> None:
+        self.name = name
+        self.config = config
+        base_url = config.base_url.rstrip("/")
+        self._url = base_url + path
+        self._headers = {
+            "content-type": "application/json",
+            "accept": "application/json",
+            **headers,
+            **{k.lower(): v for k, v in config.headers.items()},
+        }
+        self._http = Upstream(
+            provider=name,
+            base_url=base_url,
+            max_connections=config.max_connections,
+            timeout_s=config.timeout_s,
+            parse_error_body=parse_error_body,
+            quota_exhausted=quota_exhausted,
+        )
+
+    async def start(self) -> None:
+        await self._http.start()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def ready(self) -> tuple[bool, str]:
+        return True, "ok"

@@ -25,7 +25,7 @@ from meridian.config import OpenAIProviderConfig
 from meridian.model import Event, Request, Usage
 from meridian.providers import rules
 from meridian.providers.base import CallContext, Relay, Wire
-from meridian.providers.http import Upstream, dumps, passed_headers
+from meridian.providers.http import HttpProvider, dumps, passed_headers
 from meridian.wire import openai_chat
 from meridian.wire.sse import SSEEvent
 
@@ -60,36 +60,21 @@ def is_usage_chunk(event: SSEEvent) -> bool:
     return isinstance(data, dict) and data.get("choices") == [] and "usage" in data
 
 
-class OpenAIProvider:
+class OpenAIProvider(HttpProvider):
     native_wire: Wire | None = "openai"
 
     def __init__(self, name: str, config: OpenAIProviderConfig) -> None:
-        self.name = name
-        self.config = config
-        base_url = config.base_url.rstrip("/")
-        self._url = base_url + "/chat/completions"
-        headers = {"content-type": "application/json", "accept": "application/json"}
+        auth = {}
         if config.api_key is not None:
-            headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        headers.update({k.lower(): v for k, v in config.headers.items()})
-        self._headers = headers
-        self._http = Upstream(
-            provider=name,
-            base_url=base_url,
-            max_connections=config.max_connections,
-            timeout_s=config.timeout_s,
+            auth["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        super().__init__(
+            name,
+            config,
+            path="/chat/completions",
+            headers=auth,
             parse_error_body=openai_chat.parse_error_body,
             quota_exhausted=quota_exhausted,
         )
-
-    async def start(self) -> None:
-        await self._http.start()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def ready(self) -> tuple[bool, str]:
-        return True, "ok"
 
     async def stream(self, request: Request, ctx: CallContext) -> AsyncGenerator[Event, None]:
         body = openai_chat.render_request(request)
