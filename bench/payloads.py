@@ -50,8 +50,11 @@ class Request:
     client: str  # wire format of the response, for validation
 
 
-def build(path: Path, base: str, *, direct: bool, stream: bool) -> Request:
-    """The request for `path` against a target at `base` (``http://host:port``).
+def build(
+    path: Path, base: str, *, direct: bool, stream: bool, key: str = MASTER_KEY
+) -> Request:
+    """The request for `path` against a target at `base` (``http://host:port``), sent with
+    `key` (the master key unless a client key is given).
 
     Direct requests go to the fake upstream in the upstream's own format: a translated path
     has no direct equivalent, so its baseline is the upstream format's pass-through request.
@@ -72,7 +75,7 @@ def build(path: Path, base: str, *, direct: bool, stream: bool) -> Request:
         }
         if stream:
             body |= {"stream": True, "stream_options": {"include_usage": True}}
-        headers["Authorization"] = f"Bearer {MASTER_KEY}"
+        headers["Authorization"] = f"Bearer {key}"
         url = base + "/v1/chat/completions"
     else:
         body = {
@@ -85,7 +88,7 @@ def build(path: Path, base: str, *, direct: bool, stream: bool) -> Request:
         if stream:
             body["stream"] = True
         # As the official SDK does: x-api-key plus the version header.
-        headers |= {"x-api-key": MASTER_KEY, "anthropic-version": "2023-06-01"}
+        headers |= {"x-api-key": key, "anthropic-version": "2023-06-01"}
         url = base + "/v1/messages"
     return Request(url, orjson.dumps(body), headers, stream, client)
 

@@ -7,6 +7,7 @@ CPU and RSS are summed over the process and its descendants, so a server that fo
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -58,6 +59,21 @@ def cpu_seconds(pid: int) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
     return total / TICK
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the machine has been busy so far (``/proc/stat``: user, nice, system,
+    irq and softirq: the kernel charges a process for some of its network interrupts and
+    not for others; steal left out)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return sum(int(fields[i]) for i in (0, 1, 2, 5, 6)) / TICK
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process and of its finished children (wrk runs)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def rss_mb(pid: int) -> float:

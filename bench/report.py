@@ -161,12 +161,121 @@ def summary(results: dict[str, Any]) -> str:
             if m and lv:
                 out.append(f"- {PATHS[key].name}: meridian does {m / lv:.0f}{TIMES} "
                            "LiteLLM's req/s at 32 connections.")
+    out += overhead_summary(results)
+    out += other_work_summary(results)
     errors = {name: sum(c.get("errors", 0) for p in tr.get("paths", {}).values()
                         for c in [*p.get("load", {}).values(), p.get("stream") or {}])
               for name, tr in t.items()}
+    over = results.get("overhead", {}).get("paths", {})
+    for variant in ("bare", "full"):
+        n = sum(c["errors"] for p in over.values() for c in p[variant].values())
+        if n:
+            errors[f"meridian {variant}"] = n
     bad = {k: v for k, v in errors.items() if v}
     out.append(f"- Errors during load: {bad}." if bad else "- No errors during load.")
     return "\n".join(out) + "\n"
+
+
+# Issue 4: with a client key and the usage ledger, the pass-through stays within this of the
+# same pass-through with the master key and no ledger.
+OVERHEAD_TOLERANCE = 0.15
+OVERHEAD_HEADER = ["client key + ledger", "metric", "bare: master key, no ledger",
+                   "full: client key + ledger", "full vs bare", "target"]
+# (cell field, label, kind, whether full must stay below bare: latency and CPU; else above)
+_OVERHEAD_METRICS = [("rps", "req/s", "rps", False), ("p50_ms", "p50 ms", "ms", True),
+                     ("p99_ms", "p99 ms", "ms", None), ("cpu_ms", "CPU ms/req", "cpu", True)]
+
+
+def overhead_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One dict per row of the client key + ledger table (for the table, summary and tests)."""
+    over = results.get("overhead")
+    if not over:
+        return []
+    out = []
+    for key, variants in over["paths"].items():
+        for field, label, kind, lower in _OVERHEAD_METRICS:
+            for c in over["conns"]:
+                bare = variants["bare"][str(c)].get(field)
+                full = variants["full"][str(c)].get(field)
+                ratio = full / bare if bare and full is not None else None
+                ok = None
+                if lower is not None and ratio is not None:
+                    ok = (ratio <= 1 + OVERHEAD_TOLERANCE if lower
+                          else ratio >= 1 - OVERHEAD_TOLERANCE)
+                unit = "conn" if c == 1 else "conns"
+                out.append({"path": key, "metric": f"{label}, {c} {unit}", "kind": kind,
+                            "bare": bare, "full": full, "ratio": ratio, "lower": lower, "ok": ok})
+    return out
+
+
+def overhead_table(results: dict[str, Any]) -> str:
+    """The client key + ledger comparison, or nothing when it was not measured."""
+    rows_ = overhead_rows(results)
+    if not rows_:
+        return ""
+    over = results["overhead"]
+    pct = f"{OVERHEAD_TOLERANCE:.0%}"
+    lines = [
+        f"Client key + usage ledger (issue 4: within {pct} of the bare numbers): two meridians "
+        "side by side, *bare* (master key, `storage.usage_ledger: false`) and *full* (a client "
+        "key made with `POST /admin/keys`, ledger on); logs and metrics on in both. Cells "
+        f"interleaved, {over['reps']} per variant and row, summed.",
+        "",
+        "| " + " | ".join(OVERHEAD_HEADER) + " |",
+        "|" + "---|" * len(OVERHEAD_HEADER),
+    ]
+    for r in rows_:
+        if r["lower"] is None:
+            target = ""
+        else:
+            bound = 1 + OVERHEAD_TOLERANCE if r["lower"] else 1 - OVERHEAD_TOLERANCE
+            target = f"{'≤' if r['lower'] else '≥'} {bound:.2f}{TIMES}"
+            if r["ok"] is not None:
+                target += " ✅" if r["ok"] else " ❌"
+        ratio = DASH if r["ratio"] is None else f"{r['ratio']:.2f}{TIMES}"
+        cells = [PATHS[r["path"]].name, r["metric"], fmt(r["bare"], r["kind"]),
+                 fmt(r["full"], r["kind"]), ratio, target]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n"
+
+
+def overhead_summary(results: dict[str, Any]) -> list[str]:
+    over = results.get("overhead")
+    if not over:
+        return []
+    checked = [r for r in overhead_rows(results) if r["ok"] is not None]
+    bad = [f"{PATHS[r['path']].name} {r['metric']}" for r in checked if not r["ok"]]
+    pct = f"{OVERHEAD_TOLERANCE:.0%}"
+    verdict = (f"within {pct} on all {len(checked)} checked rows ✅" if not bad
+               else f"more than {pct} off on: {'; '.join(bad)} ❌")
+    rows_written = over["ledger_rows"]["full"].get(over["key"], 0)
+    ledger = (f"the full meridian's ledger holds {rows_written:,} rows for its client key"
+              if over["ledger_ok"] else
+              f"⚠ the full meridian's ledger holds only {rows_written:,} rows for its client key")
+    return [f"- Client key + ledger vs master key without ledger: {verdict}; {ledger}."]
+
+
+def other_work_summary(results: dict[str, Any]) -> list[str]:
+    """How much CPU other processes took during the timed cells: what makes a p99 jump."""
+    seen: list[tuple[float, str]] = []
+    for name, t in results["targets"].items():
+        for key, p in t.get("paths", {}).items():
+            for c, cell in [*p.get("load", {}).items(), ("stream", p.get("stream") or {})]:
+                if cell.get("other_cores") is not None:
+                    seen.append((cell["other_cores"], f"{name}, {key}, {c}"))
+    for key, variants in results.get("overhead", {}).get("paths", {}).items():
+        for variant, cells in variants.items():
+            for c, cell in cells.items():
+                for run in cell.get("runs", []):
+                    if run.get("other_cores") is not None:
+                        seen.append((run["other_cores"], f"{variant}, {key}, {c}"))
+    if not seen:
+        return []
+    mean = sum(v for v, _ in seen) / len(seen)
+    worst, where = max(seen)
+    return [f"- Other work on the machine during the timed cells (±0.15): {mean:.2f} cores on "
+            f"average, at most {worst:.2f} ({where} conns). Cells that share the cores with "
+            "other work show it first in p99."]
 
 
 MARK_START = "<!-- bench:results:start -->"

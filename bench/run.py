@@ -26,18 +26,19 @@ from typing import Any
 import orjson
 
 import loadgen
+import overhead
 import report
 import targets
 from payloads import PATHS, Request, build
-from procs import Server, cpu_seconds, rss_mb
+from procs import Server, cpu_seconds, machine_busy_s, own_cpu_s, rss_mb
 
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {"duration": 5, "warmup": 1, "conns": "1,32,64", "stream_conns": 32,
-             "ttft_samples": 200, "cold_runs": 3},
+             "ttft_samples": 200, "cold_runs": 3, "overhead_conns": "1,32", "overhead_reps": 2},
     "quick": {"duration": 2, "warmup": 1, "conns": "1,32", "stream_conns": 32,
-              "ttft_samples": 50, "cold_runs": 2},
+              "ttft_samples": 50, "cold_runs": 2, "overhead_conns": "1,32", "overhead_reps": 2},
     "smoke": {"duration": 1, "warmup": 0, "conns": "4", "stream_conns": 4,
-              "ttft_samples": 10, "cold_runs": 1},
+              "ttft_samples": 10, "cold_runs": 1, "overhead_conns": "1,4", "overhead_reps": 1},
 }
 
 
@@ -53,6 +54,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--stream-conns", type=int, help="connections for the streaming cell")
     ap.add_argument("--ttft-samples", type=int, help="sequential streamed requests for TTFT")
     ap.add_argument("--cold-runs", type=int, help="process starts for the cold-start median")
+    ap.add_argument("--overhead-conns",
+                    help="connection counts for the client key + ledger comparison")
+    ap.add_argument("--overhead-reps", type=int,
+                    help="interleaved bare/full cell pairs per connection count in that comparison")
+    ap.add_argument("--no-overhead", action="store_true",
+                    help="skip the client key + ledger comparison (issue 4)")
     ap.add_argument("--paths", default="openai,anthropic,translated",
                     help=f"comma-separated subset of {','.join(PATHS)}")
     ap.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto",
@@ -77,6 +84,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.conns = [int(c) for c in str(args.conns).split(",") if c]
+    args.overhead_conns = [int(c) for c in str(args.overhead_conns).split(",") if c]
+    if args.overhead_reps < 1 or not args.overhead_conns:
+        ap.error("--overhead-reps must be at least 1 and --overhead-conns non-empty")
     args.paths = [p for p in args.paths.split(",") if p]
     unknown = [p for p in args.paths if p not in PATHS]
     if unknown:
@@ -113,20 +123,28 @@ class Bench:
         """One measured load run; CPU is the proxy's (or, direct, the upstream's)."""
         assert self.upstream is not None
         watched = proxy or self.upstream
+        # Everything else that ran meanwhile (other users of these shared cores) is the busy
+        # time of the whole machine minus ours: the bench, wrk, the upstream and the proxy.
+        ours = [self.upstream.pid] + ([proxy.pid] if proxy else [])
+        busy0, own0 = machine_busy_s(), own_cpu_s() + sum(map(cpu_seconds, ours))
+        t0 = time.perf_counter()
         cpu0, served0 = cpu_seconds(watched.pid), self.served()
         res = self.load(req, conns, self.args.duration)
         cpu = cpu_seconds(watched.pid) - cpu0
+        other = (machine_busy_s() - busy0) - (own_cpu_s() + sum(map(cpu_seconds, ours)) - own0)
+        other_cores = max(0.0, other / (time.perf_counter() - t0))
         upstream_calls = self.served() - served0
         ok = res.requests - res.errors
         if proxy is not None and upstream_calls < ok:
             self.log(f"  warning: {ok} answers but only {upstream_calls} upstream calls")
         cell = {"rps": res.rps, "p50_ms": res.p50_ms, "p99_ms": res.p99_ms,
                 "cpu_ms": cpu * 1000 / res.requests if res.requests else None,
-                "errors": res.errors, "requests": res.requests, "upstream_calls": upstream_calls}
+                "errors": res.errors, "requests": res.requests, "upstream_calls": upstream_calls,
+                "other_cores": other_cores}
         kind = "stream" if req.stream else "json"
         self.log(f"  {kind:6} {conns:3} conns: {res.rps:9,.0f} req/s  p50 {res.p50_ms:.2f} ms  "
                  f"p99 {res.p99_ms:.2f} ms  cpu {cell['cpu_ms'] or 0:.3f} ms/req  "
-                 f"errors {res.errors}")
+                 f"errors {res.errors}  other work {other_cores:.2f} cores")
         return cell
 
     def measure_paths(self, base: str, proxy: Server | None) -> dict[str, Any]:
@@ -223,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd = targets.meridian_command(args.meridian_cmd)
             server = targets.meridian_server(workdir, upstream.port, cmd)
             results["targets"]["meridian"] = bench.measure_proxy(server)
+            if not args.no_overhead and overhead.passthrough_paths(args.paths):
+                results["overhead"] = overhead.measure(bench, upstream.port, cmd)
         if litellm_exe is not None:
             server = targets.litellm_server(workdir, upstream.port, litellm_exe)
             results["targets"]["litellm"] = bench.measure_proxy(server)
@@ -248,7 +268,8 @@ def finish(args: argparse.Namespace, results: dict[str, Any], workdir: Path,
         lite = "LiteLLM: not installed (see docs/bench.md), column empty"
     block = (f"Command: `{cmd}` ({time.strftime('%Y-%m-%d')}, {results['elapsed_s']:.0f} s, "
              f"{args.duration} s per cell).\n\nMachine: {results['machine']}. {lite}.\n\n"
-             + report.table(results) + "\n" + report.summary(results))
+             + report.table(results) + "\n" + report.overhead_table(results)
+             + report.summary(results))
     print("\n" + block)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.md").write_text(block)
@@ -260,6 +281,11 @@ def finish(args: argparse.Namespace, results: dict[str, Any], workdir: Path,
     errors = sum(c.get("errors", 0) for t in results["targets"].values()
                  for p in t.get("paths", {}).values()
                  for c in [*p["load"].values(), p["stream"]])
+    errors += sum(c["errors"] for p in results.get("overhead", {}).get("paths", {}).values()
+                  for v in p.values() for c in v.values())
+    if "overhead" in results and not results["overhead"]["ledger_ok"]:
+        print("the usage ledger is missing rows for the client key's requests", file=sys.stderr)
+        return 1
     return 1 if errors else 0
 
 

@@ -40,12 +40,17 @@ def meridian_command(explicit: str | None) -> list[str]:
     return [found] if found else [sys.executable, "-m", "meridian"]
 
 
-def meridian_server(workdir: Path, upstream_port: int, command: list[str]) -> Server:
+def meridian_server(
+    workdir: Path, upstream_port: int, command: list[str], *, ledger: bool = True,
+    name: str = "meridian",
+) -> Server:
+    """meridian on the fake upstream; ``ledger=False`` sets ``storage.usage_ledger: false``."""
+
     def launch(port: int) -> list[str]:
         up = f"http://127.0.0.1:{upstream_port}"
         config = {
             "server": {"listen": [f"127.0.0.1:{port}"], "master_key": MASTER_KEY},
-            "storage": {"path": str(workdir / f"meridian-{port}.db")},
+            "storage": {"path": str(db_path(workdir, port)), "usage_ledger": ledger},
             "providers": {
                 "fake_oai": {"type": "openai", "api_key": "dummy", "base_url": up + "/v1"},
                 "fake_ant": {"type": "anthropic", "api_key": "dummy", "base_url": up},
@@ -60,7 +65,12 @@ def meridian_server(workdir: Path, upstream_port: int, command: list[str]) -> Se
         return [*command, "serve", "--config", str(path)]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
-    return Server("meridian", launch, "/health", workdir / "meridian.log", env)
+    return Server(name, launch, "/health", workdir / f"{name}.log", env)
+
+
+def db_path(workdir: Path, port: int) -> Path:
+    """The SQLite file of the meridian started on `port`."""
+    return workdir / f"meridian-{port}.db"
 
 
 def find_litellm(explicit: str | None) -> Path | None:

@@ -1,9 +1,10 @@
 """The usage ledger: one SQLite row per API call, written off the request path.
 
-`Ledger.record` only appends to an in-memory queue (a deque: no lock, no await, no I/O). A
-writer task wakes every ``flush_interval_s`` (or as soon as ``batch_size`` records wait),
-takes everything queued and inserts it with one ``executemany`` per chunk in a worker thread,
-inside one transaction (WAL mode, so readers such as ``meridian usage`` never wait for it).
+`Ledger.record` only turns the record into its row and appends that to an in-memory queue
+(a deque: no lock, no await, no I/O). A writer task wakes every ``flush_interval_s`` (or as
+soon as ``batch_size`` rows wait), takes what is queued and inserts it in a worker thread with
+a few multi-row INSERTs, inside one transaction (WAL mode, so readers such as ``meridian
+usage`` never wait for it).
 `Ledger.aclose` drains what is still queued: a completed request is never left unrecorded by
 a graceful shutdown. A failed write puts its rows back and is retried on the next tick.
 
@@ -18,10 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import logging
+import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -56,9 +60,36 @@ COLUMNS = (
     "error_type",
     "path",
 )
-_INSERT = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_INSERT = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES "
+_VALUES = f"({', '.join('?' * len(COLUMNS))})"
+Row = tuple[Any, ...]  # one usage row, in COLUMNS order
 # Rows per transaction when a large backlog drains: keeps each hold of the store lock short.
 _CHUNK = 2000
+# Rows per INSERT statement, at most. Python's sqlite3 releases the GIL around every
+# statement step (and reset), and the writer thread must take it back each time, waiting for
+# the event loop to let go: with one statement per row (executemany) the two threads traded
+# the GIL several times per row: ~3 context switches and tens of us of CPU per request
+# under load. A multi-row INSERT inserts up to this many rows in one step (21 columns: 5,376
+# parameters; SQLite before 3.32 allows only 999, and then fewer rows go in each). Smaller
+# statements use power-of-two sizes, so that few distinct statements exist, all kept in the
+# connection's statement cache.
+_ROWS_PER_INSERT = 256
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    return _INSERT + ", ".join([_VALUES] * rows)
+
+
+def _statements(rows: Sequence[Row], most: int) -> Iterator[tuple[int, list[Any]]]:
+    """``rows`` as (rows per statement, flat parameter list) pieces: pieces of the largest
+    power of two up to ``most`` rows, then the binary digits of the remainder."""
+    start, size = 0, 1 << (max(1, most).bit_length() - 1)
+    while start < len(rows):
+        while start + size > len(rows):
+            size //= 2
+        yield size, list(itertools.chain.from_iterable(rows[start : start + size]))
+        start += size
 
 
 class Ledger:
@@ -72,7 +103,9 @@ class Ledger:
         retention_days: int = 90,
         clock: Callable[[], float] = time.time,
         flush_interval_s: float = 0.5,
-        batch_size: int = 256,
+        # Each write is a thread hand-off and a transaction: under load, fewer and larger
+        # ones cost less CPU. The interval still bounds how long a row waits.
+        batch_size: int = 1024,
         max_pending: int = 1_000_000,
     ) -> None:
         self._store = store
@@ -82,7 +115,7 @@ class Ledger:
         self._interval = flush_interval_s
         self._batch_size = batch_size
         self._max_pending = max_pending
-        self._pending: deque[CallRecord] = deque()
+        self._pending: deque[Row] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -98,14 +131,16 @@ class Ledger:
     # -------------------------------------------------------------- the request path
 
     def record(self, rec: CallRecord) -> None:
-        """Queue ``rec``; never blocks. The caller must not mutate ``rec`` afterwards."""
+        """Queue ``rec``'s row; never blocks."""
         if len(self._pending) >= self._max_pending:
             # Only when the disk has been failing for a long time: bound memory, say so.
             self.dropped += 1
             if self.dropped % 1000 == 1:
                 log.error("usage ledger backlog full; %d records dropped so far", self.dropped)
             return
-        self._pending.append(rec)
+        # The row now (a tuple of plain values, which the collector soon stops tracking),
+        # so that the writer thread runs as little Python, holding the GIL, as possible.
+        self._pending.append(self._row(rec))
         if len(self._pending) >= self._batch_size:
             self._wake.set()
 
@@ -152,7 +187,10 @@ class Ledger:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
-            await self._drain()
+            # Only what is queued now: rows that arrive during the write wait for the next
+            # wake-up (batch_size queued, or the interval) rather than trickling out as a
+            # stream of tiny transactions, each a thread hand-off and a commit.
+            await self._drain(len(self._pending))
             if self._clock() >= self._next_purge:
                 await self._purge_quietly()
 
@@ -165,10 +203,13 @@ class Ledger:
         if removed:
             log.info("usage ledger purged %d rows older than the retention period", removed)
 
-    async def _drain(self) -> bool:
-        """Write all queued records; False if a write failed (its rows are queued again)."""
-        while self._pending:
-            n = min(len(self._pending), _CHUNK)
+    async def _drain(self, limit: int | None = None) -> bool:
+        """Write the queued records (at most ``limit`` of them); False if a write failed (its
+        rows are queued again)."""
+        left = float("inf") if limit is None else limit
+        while self._pending and left > 0:
+            n = int(min(len(self._pending), _CHUNK, left))
+            left -= n
             batch = [self._pending.popleft() for _ in range(n)]
             try:
                 await asyncio.to_thread(self._insert, batch)
@@ -180,16 +221,17 @@ class Ledger:
             self.written += n
         return True
 
-    def _insert(self, batch: Sequence[CallRecord]) -> None:
-        rows = [self._row(rec) for rec in batch]
+    def _insert(self, batch: Sequence[Row]) -> None:
         with self._store.transaction() as conn:
-            conn.executemany(_INSERT, rows)
+            most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(COLUMNS)
+            for size, params in _statements(batch, min(most, _ROWS_PER_INSERT)):
+                conn.execute(_insert_sql(size), params)
 
     def _delete_before(self, cutoff: float) -> int:
         with self._store.transaction() as conn:
             return conn.execute("DELETE FROM usage WHERE ts < ?", (cutoff,)).rowcount
 
-    def _row(self, rec: CallRecord) -> tuple[Any, ...]:
+    def _row(self, rec: CallRecord) -> Row:
         u = rec.usage
         # The Claude CLI reports an API-dollar equivalent; everything else is priced here.
         cost = u.cost_usd

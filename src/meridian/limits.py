@@ -95,7 +95,10 @@ class Limiter:
                 retry_after=wait,
                 headers=self._headers(principal, state, now),
             )
-        state.requests.append(now)
+        if principal.rpm is not None:
+            # Without an rpm limit (limits never change for a key) there is nothing to count;
+            # a busy key would otherwise keep a minute of timestamps, ~270k at 4,500 req/s.
+            state.requests.append(now)
 
     def settle(self, principal: Principal, usage: Usage) -> None:
         """Count a finished call's tokens (and ``usage.cost_usd``, when priced) against the key."""
@@ -104,7 +107,8 @@ class Limiter:
         state = self._state(principal.key_id)
         now = self._clock()
         n = used_tokens(usage)
-        if n:
+        if n and principal.tpm is not None:
+            # Likewise: a minute of (time, tokens) pairs only when there is a tpm to check.
             state.tokens.append((now, n))
             state.tokens_in_window += n
         if state.month_begin <= now < state.month_end:
