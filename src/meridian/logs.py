@@ -28,6 +28,8 @@ from meridian.records import CallRecord
 _STANDARD = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
     | {"message", "asctime", "taskName"}
+    # uvicorn adds a copy of each message with terminal colour codes: noise in a JSON line.
+    | {"color_message"}
 )
 _LEVELS = {
     logging.DEBUG: "debug",
