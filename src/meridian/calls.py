@@ -217,7 +217,6 @@ class Call:
                 route, result = await self.gw.router.first_success(routes, attempt)
         except TimeoutError:
             raise Timeout(f"no answer within {self.gw.request_timeout_s:g} s") from None
-        self._served_by(route, self.rec.path or "")
         if isinstance(result, Relay):
             assert result.body is not None
             self._finish(result.usage)
@@ -261,8 +260,7 @@ class Call:
             assert not isinstance(first, Idle)
             return pump, first
 
-        route, (pump, head) = await self.gw.router.first_success(routes, attempt)
-        self._served_by(route, self.rec.path or "")
+        _, (pump, head) = await self.gw.router.first_success(routes, attempt)
         if isinstance(head, Relay):
             relay = head
             return SSEResponse(

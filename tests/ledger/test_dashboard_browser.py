@@ -57,7 +57,7 @@ if not (Path(CHROMIUM).exists() and shutil.which(CHROMIUM)):
         raise RuntimeError(f"{CHROMIUM} is missing: CI must run scripts/install-browser")
     pytest.skip("no system chromium: run scripts/install-browser", allow_module_level=True)
 
-sync_api = pytest.importorskip("playwright.sync_api")
+from playwright import sync_api  # noqa: E402  (a test dependency: never skipped)
 
 
 def traffic(url: str, keys: dict[str, str], fake_openai: FakeOpenAI) -> int:
