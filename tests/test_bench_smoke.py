@@ -49,13 +49,28 @@ Rows = dict[tuple[str, str], list[str]]
 
 def run_bench(tmp_path: Path, *extra: str) -> tuple[dict[str, Rows], dict]:
     """Runs the smoke bench; returns its tables (by header) as {(path, metric): cells}."""
-    cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--no-install",
-           "--conns", str(CONNS), "--stream-conns", str(CONNS), "--duration", "1",
-           "--ttft-samples", "5", "--cold-runs", "1",
-           "--overhead-conns", ",".join(map(str, OVERHEAD_CONNS)), "--out", str(tmp_path),
-           *extra]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
-                          check=False)
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "run.py"),
+        "--smoke",
+        "--no-install",
+        "--conns",
+        str(CONNS),
+        "--stream-conns",
+        str(CONNS),
+        "--duration",
+        "1",
+        "--ttft-samples",
+        "5",
+        "--cold-runs",
+        "1",
+        "--overhead-conns",
+        ",".join(map(str, OVERHEAD_CONNS)),
+        "--out",
+        str(tmp_path),
+        *extra,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     text = (tmp_path / "latest.md").read_text()
     assert text.strip() in done.stdout  # what is printed is what is saved

@@ -5,40 +5,29 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from meridian import catalog, dialects
+from meridian.auth import presented_key
 from meridian.calls import Call, Gateway, new_request_id
 from meridian.errors import InvalidRequest as BadRequest
 from meridian.errors import MeridianError, NotFound
-from meridian.providers.base import Provider
-from meridian.store import Store
+from meridian.runtime import Runtime
 from meridian.wire import anthropic as anthropic_wire
 from meridian.wire import openai_chat as openai_wire
 from meridian.wire.models import ModelInfo
 
 # /v1/models shows one creation time for every alias: when this process started.
 _STARTED = int(time.time())
-
-
-@dataclass(slots=True)
-class Runtime:
-    """What the lifespan starts and stops, besides the gateway's observers."""
-
-    gateway: Gateway
-    providers: Mapping[str, Provider]
-    store: Store | None = None
-    # Run at shutdown after the observers have flushed, before the store closes.
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -49,12 +38,28 @@ def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = N
 
 def _error(request: Request, err: MeridianError) -> Response:
     request_id = new_request_id()
-    status, payload = dialects.for_headers(request.headers).error(err, request_id)
+    status, payload = dialects.for_request(request.url.path, request.headers).error(err, request_id)
     return _json(payload, status, {"x-request-id": request_id, **err.headers()})
 
 
+class TrailingSlash:
+    """``/v1/messages/`` is ``/v1/messages``. Starlette would answer with a redirect built
+    from the ``Host`` header (an open redirect for anyone who can set it); the path is
+    normalised instead, and no redirect is ever sent."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if len(path) > 1 and path.endswith("/"):
+                scope = {**scope, "path": path.rstrip("/") or "/"}
+        await self.app(scope, receive, send)
+
+
 def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
-    gw = runtime.gateway
+    gw: Gateway = runtime.gateway
 
     async def messages(request: Request) -> Response:
         return await Call(gw, dialects.ANTHROPIC, request).run()
@@ -63,11 +68,12 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
         return await Call(gw, dialects.OPENAI, request).run()
 
     async def list_models(request: Request) -> Response:
+        gen = gw.current
         try:
-            principal = await gw.authenticator.authenticate(request.headers)
+            principal = await gen.authenticator.authenticate(request.headers)
         except MeridianError as err:
             return _error(request, err)
-        models = [_model_info(gw, a) for a in gw.router.aliases if principal.may_use(a)]
+        models = [_model_info(gw, a) for a in gen.router.aliases if principal.may_use(a)]
         if dialects.for_headers(request.headers) is dialects.ANTHROPIC:
             q = request.query_params
             try:
@@ -81,10 +87,11 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
         return _json(openai_wire.models_list(models))
 
     async def get_model(request: Request) -> Response:
+        gen = gw.current
         try:
-            principal = await gw.authenticator.authenticate(request.headers)
+            principal = await gen.authenticator.authenticate(request.headers)
             alias = request.path_params["model"]
-            if alias not in gw.router.aliases or not principal.may_use(alias):
+            if alias not in gen.router.aliases or not principal.may_use(alias):
                 raise NotFound(
                     f"model {alias!r} does not exist", param="model", code="model_not_found"
                 )
@@ -99,25 +106,19 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
         return _json({"status": "ok"})
 
     async def ready(request: Request) -> Response:
-        providers = {}
-        for name, provider in runtime.providers.items():
-            ok, detail = await provider.ready()
-            providers[name] = {"ready": ok, "detail": detail}
-        store_ok = runtime.store is None or runtime.store.is_open
-        body = {
-            "status": "ready" if store_ok else "not ready",
-            "store": "open" if store_ok else "closed",
-            "providers": providers,
-            "models": gw.router.aliases,
-        }
-        return _json(body, 200 if store_ok else 503)
+        ok, details = await runtime.readiness()
+        status = 200 if ok else 503
+        if not gw.current.authenticator.is_master(presented_key(request.headers)):
+            # Without the master key: the verdict only. Provider reasons, deployments and
+            # the ledger's error are for the operator.
+            return _json({"status": details["status"]}, status)
+        return _json(details, status)
 
     async def root(request: Request) -> Response:
-        return (
-            RedirectResponse("/ui")
-            if any(getattr(r, "path", None) == "/ui" for r in extra_routes)
-            else _json({"service": "meridian", "health": "/health", "ready": "/ready"})
-        )
+        if any(getattr(r, "path", None) == "/ui" for r in extra_routes):
+            # A relative location, never one built from the Host header.
+            return Response(status_code=307, headers={"location": "/ui"})
+        return _json({"service": "meridian", "health": "/health", "ready": "/ready"})
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -125,9 +126,10 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
             err: MeridianError = BadRequest(
                 f"method {request.method} is not allowed on {request.url.path}", status=405
             )
-        else:
-            err = NotFound(f"no such endpoint: {request.method} {request.url.path}")
-        return _error(request, err)
+            response = _error(request, err)
+            response.headers["allow"] = (exc.headers or {}).get("allow", "")
+            return response
+        return _error(request, NotFound(f"no such endpoint: {request.method} {request.url.path}"))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -141,9 +143,8 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
             for observer in gw.observers:
                 await observer.start()
                 stack.push_async_callback(observer.aclose)
-            for provider in runtime.providers.values():
-                await provider.start()
-                stack.push_async_callback(provider.aclose)
+            await gw.current.start()
+            stack.push_async_callback(gw.generations.aclose)
             yield
 
     routes: list[BaseRoute] = [
@@ -158,13 +159,16 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
         Route("/", root, methods=["GET"]),
         *extra_routes,
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
     )
+    app.router.redirect_slashes = False
+    app.add_middleware(TrailingSlash)
+    return app
 
 
 def _model_info(gw: Gateway, alias: str) -> ModelInfo:
-    route = gw.router.routes_for(alias)[0]
+    route = gw.current.router.routes_for(alias)[0]
     lim = catalog.limits(route.model)
     return ModelInfo(
         id=alias,

@@ -50,7 +50,8 @@ async def live_check(settings: Settings, timeout_s: float = 60.0) -> list[CheckR
                 try:
                     collector = Collector()
                     async with asyncio.timeout(timeout_s):
-                        ctx = CallContext(new_request_id(), timeout_s=timeout_s)
+                        deadline = asyncio.get_running_loop().time() + timeout_s
+                        ctx = CallContext(new_request_id(), deadline=deadline)
                         async with aclosing(route.provider.stream(request, ctx)) as events:
                             async for event in events:
                                 collector.feed(event)

@@ -500,15 +500,16 @@ class ClaudeProcesses:
 
     @contextlib.asynccontextmanager
     async def run(
-        self, spec: RunSpec, *, timeout_s: float | None = None
+        self, spec: RunSpec, *, deadline: float | None = None
     ) -> AsyncIterator[ClaudeRun]:
-        """A started run; leaving the block tears it down and frees its slot."""
+        """A started run; leaving the block tears it down and frees its slot. ``deadline``
+        (loop time) is the framework's; the provider's own request_timeout_s may be sooner."""
         if self._scratch is None:
             await self.start()
         await self._acquire()
         try:
-            limit = min(self.config.request_timeout_s, timeout_s or self.config.request_timeout_s)
-            run = self._prepare(spec, asyncio.get_running_loop().time() + limit)
+            own = asyncio.get_running_loop().time() + self.config.request_timeout_s
+            run = self._prepare(spec, own if deadline is None else min(own, deadline))
             self._runs.add(run)
             try:
                 await self._launch(run)

@@ -122,6 +122,16 @@ ANTHROPIC = AnthropicDialect()
 OPENAI = OpenAIDialect()
 
 
+def for_request(path: str, headers: Mapping[str, str]) -> Dialect:
+    """The family a request speaks, by its path first (an Anthropic endpoint is Anthropic
+    whatever its headers), else by its headers."""
+    if path.startswith("/v1/messages"):
+        return ANTHROPIC
+    if path.endswith("/chat/completions"):
+        return OPENAI
+    return for_headers(headers)
+
+
 def for_headers(headers: Mapping[str, str]) -> Dialect:
     """The family a request on a shared path (``/v1/models``, a 404) most likely speaks:
     Anthropic's SDKs always send ``anthropic-version``; ``x-api-key`` is Anthropic's header."""

@@ -7,24 +7,28 @@ a streamed response outlives the handler).
 
 Provider state (readiness such as the subscription's login, queue depth, in-flight calls,
 "limited until") is read at scrape time by a custom collector, never on the request path:
-``watch_provider`` registers a provider, and the ``/metrics`` endpoint first awaits
-``refresh()``, which runs the providers' async ``ready()`` (with a timeout, cached briefly),
-because a collector's ``collect`` is synchronous.
+``watch_providers`` gives it the current generation's providers (a reload changes them), and
+the ``/metrics`` endpoint first awaits ``refresh()``, which runs the providers' async
+``ready()`` (with a timeout, cached briefly), because a collector's ``collect`` is synchronous.
 
 Series, all prefixed ``meridian_``:
   requests_total{surface,alias,provider,status}      tokens_total{alias,provider,kind}
   request_duration_seconds{surface,alias,provider}   time_to_first_token_seconds{...}
   in_flight_requests{surface}                        upstream_errors_total{provider,type}
   rate_limit_rejections_total{key,type}              provider_queue_wait_seconds{provider}
+  upstream_attempts_failed_total{provider,type}      (attempts retried or fallen back from)
   provider_ready{provider}  provider_queue_depth{provider}  provider_in_flight{provider}
   provider_limited_until_seconds{provider}  ledger_pending_records  ledger_dropped_records_total
+  ledger_write_failures_total  ledger_healthy  deployment_state{provider,model}
+  deployment_open_until_seconds{provider,model}  http_shed_connections_total
+  http_request_timeouts_total  http_oversized_heads_total  config_generation
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -102,6 +106,10 @@ class _Counts(Protocol):
     def pending(self) -> int: ...
     @property
     def dropped(self) -> int: ...
+    @property
+    def write_failures(self) -> int: ...
+    @property
+    def healthy(self) -> bool: ...
 
 
 class Metrics:
@@ -143,18 +151,24 @@ class Metrics:
             "Requests the gateway refused for a client key's rpm/tpm/budget limit.",
             ["key", "type"], registry=registry,
         )  # fmt: skip
+        self._failed_attempts = Counter(
+            "meridian_upstream_attempts_failed",
+            "Attempts that failed and were retried or fallen back from, by error type.",
+            ["provider", "type"], registry=registry,
+        )  # fmt: skip
         self._queue_wait = Histogram(
             "meridian_provider_queue_wait_seconds",
             "Time a call waited for a concurrency slot of a limited provider.",
             ["provider"], buckets=QUEUE_BUCKETS, registry=registry,
         )  # fmt: skip
-        self._providers: dict[str, Any] = {}
+        self._providers: Callable[[], Mapping[str, Any]] = dict
         self._states: dict[str, ProviderState] = {}
         self._refreshed_at = -1e18
         self._ready_timeout = ready_timeout_s
         self._ready_ttl = ready_ttl_s
         self._clock = clock
         self._ledger: _Counts | None = None
+        self._extra: list[Callable[[], Iterable[Metric]]] = []
         self._children: dict[tuple[str, str, str, int], tuple[Any, Any, Any]] = {}
         self._token_children: dict[tuple[str, str], tuple[Any, ...]] = {}
         registry.register(_StateCollector(self))
@@ -195,13 +209,17 @@ class Metrics:
             for child, n in zip(tokens, counts, strict=True):
                 if n:
                     child.inc(n)
+        for attempt in rec.attempts:
+            if attempt.upstream:
+                self._upstream_errors.labels(attempt.provider, attempt.error_type).inc()
+            self._failed_attempts.labels(attempt.provider, attempt.error_type).inc()
         if rec.status >= 400:
             kind = rec.error_type or "unknown"
-            if rec.provider is not None:
-                # 499: the client went away; the upstream did nothing wrong.
-                if rec.status != 499:
-                    self._upstream_errors.labels(provider, kind).inc()
-            elif rec.status == 429:
+            if rec.upstream_error:
+                # Only what an upstream did: a caller's bad request, a key's limit or a
+                # client that left is not a provider error.
+                self._upstream_errors.labels(provider, kind).inc()
+            elif rec.status == 429 and rec.provider is None:
                 # Refused before any provider was called: the key's own limits or budget.
                 self._rejections.labels(rec.key_name or "", kind).inc()
 
@@ -233,12 +251,14 @@ class Metrics:
     def observe_queue_wait(self, provider: str, seconds: float) -> None:
         self._queue_wait.labels(provider).observe(seconds)
 
-    def watch_provider(self, name: str, provider: Any) -> None:
-        self._providers[name] = provider
+    def watch_providers(self, providers: Callable[[], Mapping[str, Any]]) -> None:
+        """``providers()`` returns the providers in force now (the current generation's)."""
+        self._providers = providers
+        self._refreshed_at = -1e18
 
-    @property
-    def watched(self) -> frozenset[str]:
-        return frozenset(self._providers)
+    def collect_also(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        """Add scrape-time series (the HTTP guard's counters, deployment health, ...)."""
+        self._extra.append(collect)
 
     def watch_ledger(self, ledger: _Counts) -> None:
         self._ledger = ledger
@@ -246,10 +266,11 @@ class Metrics:
     async def refresh(self) -> list[ProviderState]:
         """Probe the watched providers (at most once per ``ready_ttl_s``)."""
         now = self._clock()
-        if now - self._refreshed_at >= self._ready_ttl:
-            names = list(self._providers)
+        providers = self._providers()
+        if now - self._refreshed_at >= self._ready_ttl or set(providers) != set(self._states):
+            names = list(providers)
             states = await asyncio.gather(
-                *(probe(n, self._providers[n], self._ready_timeout) for n in names)
+                *(probe(n, providers[n], self._ready_timeout) for n in names)
             )
             self._states = dict(zip(names, states, strict=True))
             self._refreshed_at = self._clock()
@@ -303,15 +324,28 @@ class _StateCollector:
                 "meridian_ledger_dropped_records", "Usage records dropped (backlog full)."
             )
             dropped.add_metric([], ledger.dropped)
-            out += [pending, dropped]
+            failures = CounterMetricFamily(
+                "meridian_ledger_write_failures", "Ledger writes that failed (rows kept, retried)."
+            )
+            failures.add_metric([], ledger.write_failures)
+            healthy = GaugeMetricFamily(
+                "meridian_ledger_healthy", "1 while ledger writes succeed, 0 while they fail."
+            )
+            healthy.add_metric([], 1.0 if ledger.healthy else 0.0)
+            out += [pending, dropped, failures, healthy]
+        for extra in self._m._extra:
+            out.extend(extra())
         return out
 
 
-def metrics_route(metrics: Metrics, authenticator: Authenticator | None = None) -> Route:
-    """``GET /metrics``; with an authenticator, only the master key may scrape."""
+def metrics_route(
+    metrics: Metrics, authenticator: Callable[[], Authenticator] | None = None
+) -> Route:
+    """``GET /metrics``; with an authenticator (the current one), only the master key may
+    scrape."""
 
     async def endpoint(request: Request) -> Response:
-        if authenticator is not None and not authenticator.is_master(
+        if authenticator is not None and not authenticator().is_master(
             presented_key(request.headers)
         ):
             return JSONResponse(

@@ -160,12 +160,15 @@ def test_not_logged_in_is_503_for_both_sdks_and_in_ready(
             o.chat.completions.create(
                 model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}]
             )
-        ready = _get(gw.url + "/ready")
+        ready = _get(gw.url + "/ready", gw.key)
     for err in (ant.value, oai.value):
         assert err.status_code == 503
         assert err.response.headers["x-should-retry"] == "false"
         assert "meridian auth login" in err.message
     assert ready["providers"]["claude"]["ready"] is False
+    # The only provider cannot serve: no alias can be answered, and /ready says so.
+    assert ready["status"] == "not ready" and ready["servable"] == []
+    assert "claude" in ready["reason"]
     assert fake_anthropic.requests == []
 
 
@@ -187,10 +190,11 @@ def test_client_disconnect_mid_stream_leaves_no_process(
     assert b"message_stop" not in fake_anthropic.last.sent
 
 
-def _get(url: str) -> Any:
+def _get(url: str, key: str | None = None) -> Any:
     """JSON from a GET, whatever the status (/ready answers 503 when not ready)."""
+    req = urllib.request.Request(url, headers={"x-api-key": key} if key else {})
     try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return json.loads(err.read())

@@ -84,14 +84,22 @@ def traffic(url: str, keys: dict[str, str], fake_openai: FakeOpenAI) -> int:
                 with anthropic.Anthropic(base_url=url, api_key=secret, max_retries=0) as c:
                     c.messages.create(model=alias, max_tokens=200, messages=prompt)  # type: ignore[arg-type]
             sent += 1
-    # Two upstream failures, for the "recent errors" table.
+    # Two upstream failures that a retry gets past (each a "retried" row in recent errors),
+    # then a call that fails every attempt: its deployment's circuit opens.
     fake_openai.reply(Reply(status=500, error_type="server_error", error_message="upstream broke"))
     fake_openai.reply(
         Reply(status=429, error_type="rate_limit_exceeded", error_message="slow down")
     )
-    for _ in range(2):
-        client = openai.OpenAI(base_url=url + "/v1", api_key=keys["pulse"], max_retries=0)
-        with client, pytest.raises(openai.APIStatusError):
+    client = openai.OpenAI(base_url=url + "/v1", api_key=keys["pulse"], max_retries=0)
+    with client:
+        for _ in range(2):
+            client.chat.completions.create(
+                model="gpt-test", messages=[{"role": "user", "content": "hi"}]
+            )
+            sent += 1
+        for _ in range(3):
+            fake_openai.reply(Reply(status=503, error_type="server_error", error_message="down"))
+        with pytest.raises(openai.APIStatusError):
             client.chat.completions.create(
                 model="gpt-test", messages=[{"role": "user", "content": "hi"}]
             )
@@ -204,7 +212,9 @@ def test_dashboard_in_chromium(
         keys_table = page.inner_text("#keys")
         assert "pulse" in keys_table and "ci-bot" in keys_table
         errors = page.inner_text("#errors")
-        assert "500" in errors and "429" in errors
+        assert "500" in errors and "429" in errors and "retried" in errors
+        deployments = page.inner_text("#deployments")
+        assert "oai/gpt-4o-mini" in deployments and "open" in deployments
         assert "all" in page.inner_text("#latency")
         assert page.inner_text("#cards").count(str(sent)) >= 1
 

@@ -58,9 +58,7 @@ class AnthropicProvider(HttpProvider):
         body = anthropic_wire.render_request(request)
         body["stream"] = True
         body = rules.apply_anthropic(request.model, body)
-        resp = await self._http.post(
-            self._url, dumps(body), self.headers(ctx), stream=True, timeout_s=ctx.timeout_s
-        )
+        resp = await self._http.post(self._url, dumps(body), self.headers(ctx))
         async with aclosing(self._http.decode(resp, anthropic_wire.StreamDecoder())) as events:
             async for event in events:
                 yield event
@@ -70,9 +68,7 @@ class AnthropicProvider(HttpProvider):
         if isinstance(model, str):
             body = rules.apply_anthropic(model, body)
         streaming = body.get("stream") is True
-        resp = await self._http.post(
-            self._url, dumps(body), self.headers(ctx), stream=streaming, timeout_s=ctx.timeout_s
-        )
+        resp = await self._http.post(self._url, dumps(body), self.headers(ctx))
         if streaming:
             return self._http.relay(resp, anthropic_wire.UsageSniffer())
         data = await self._http.read(resp)

@@ -33,9 +33,10 @@ class CallContext:
     # Headers the caller sent that an upstream of the same family may need forwarded,
     # lower-cased: ``anthropic-version``, ``anthropic-beta``. Nothing else.
     forward_headers: Mapping[str, str] = field(default_factory=dict)
-    # Seconds until the framework gives up on this call (the provider may use it as its
-    # own upstream timeout).
-    timeout_s: float | None = None
+    # Loop time (``asyncio.get_running_loop().time()``) by which the framework gives up on
+    # this attempt. The framework enforces it; a provider whose upstream is a process (the
+    # Claude CLI) also hands it on.
+    deadline: float | None = None
 
 
 @dataclass(slots=True)
@@ -55,6 +56,10 @@ class Relay:
     usage: Usage = field(default_factory=Usage)
     # Streaming: set once the upstream has sent the first content delta (for time to first token).
     first_token: bool = False
+    # Streaming: about how many characters of content have passed (usage for a cut stream).
+    produced_chars: int = 0
+    # Streaming: the upstream's terminal event has passed.
+    finished: bool = False
     # Upstream response headers worth passing on (request ids, rate-limit headers).
     headers: dict[str, str] = field(default_factory=dict)
 

@@ -110,7 +110,7 @@ class ClaudeCodeProvider:
         if not logged_in:
             raise not_logged_in(self.name, reason.split(":")[0])
         relay = EventRelay(self.name)
-        async with self.processes.run(spec, timeout_s=ctx.timeout_s) as run:
+        async with self.processes.run(spec, deadline=ctx.deadline) as run:
             try:
                 async with aclosing(run.messages()) as messages:
                     async for message in messages:

@@ -81,9 +81,7 @@ class OpenAIProvider(HttpProvider):
         body["stream"] = True
         body["stream_options"] = {**(body.get("stream_options") or {}), **_USAGE_OPTIONS}
         body = rules.apply_openai(request.model, body)
-        resp = await self._http.post(
-            self._url, dumps(body), self._headers, stream=True, timeout_s=ctx.timeout_s
-        )
+        resp = await self._http.post(self._url, dumps(body), self._headers)
         async with aclosing(
             self._http.decode(resp, openai_chat.StreamDecoder(provider=self.name))
         ) as events:
@@ -102,9 +100,7 @@ class OpenAIProvider(HttpProvider):
             if not wants_usage:
                 extra = options if isinstance(options, dict) else {}
                 body = {**body, "stream_options": {**extra, **_USAGE_OPTIONS}}
-        resp = await self._http.post(
-            self._url, dumps(body), self._headers, stream=streaming, timeout_s=ctx.timeout_s
-        )
+        resp = await self._http.post(self._url, dumps(body), self._headers)
         if streaming:
             return self._http.relay(
                 resp,

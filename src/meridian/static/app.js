@@ -168,6 +168,13 @@
         [p.limited_until ? when(p.limited_until) : "–", p.limited_until ? "warn" : ""]];
     }, "no providers configured");
 
+    fillTable("deployments", d.deployments, (s) => {
+      const cls = s.state === "open" ? "badge bad" : s.state === "half_open" ? "badge warn" : "badge ok";
+      return [[`${s.provider}/${s.model}`], el("span", s.state.replace("_", "-"), cls),
+        [s.failures, "num"], [s.last_error || "–"],
+        [s.state === "open" ? when(s.open_until) : "–", s.state === "open" ? "warn" : ""]];
+    }, "every deployment is healthy");
+
     for (const fig of document.querySelectorAll("figure.chart")) {
       renderChart(fig, d.series[fig.dataset.series], fig.dataset.metric);
     }
@@ -182,7 +189,8 @@
       "no usage in this window");
 
     fillTable("errors", d.errors, (e) => [[when(e.ts)], [e.status, "num"], [e.error_type || "–"],
-      [e.alias || "–"], [e.provider || "–"], [e.key_name || "–"], [e.request_id, "mono"]],
+      [e.alias || "–"], [e.provider || "–"], [e.key_name || "–"],
+      [e.final ? "answered" : "retried", e.final ? "" : "muted"], [e.request_id, "mono"]],
       "no errors in this window");
 
     $("updated").textContent = "updated " + new Date(d.now * 1000).toLocaleTimeString();

@@ -117,6 +117,8 @@ _ERROR_TYPES: dict[str, tuple[int, str]] = {
 def render_error(err: MeridianError) -> tuple[int, dict[str, Any]]:
     """(HTTP status, ``{"error": {"message", "type", "param", "code"}}``) for a client."""
     status, type_ = _ERROR_TYPES.get(err.kind, (err.status, "server_error"))
+    if err.kind == "invalid_request":
+        status = err.status  # 400, or a 405 / 409 / 422 that says more
     code = err.code
     if err.kind == "authentication":
         code = code or "invalid_api_key"
