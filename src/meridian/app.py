@@ -127,7 +127,8 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
                 f"method {request.method} is not allowed on {request.url.path}", status=405
             )
             response = _error(request, err)
-            response.headers["allow"] = (exc.headers or {}).get("allow", "")
+            allowed = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow", "")
+            response.headers["allow"] = allowed
             return response
         return _error(request, NotFound(f"no such endpoint: {request.method} {request.url.path}"))
 

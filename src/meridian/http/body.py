@@ -46,6 +46,8 @@ def parse_object(raw: bytes, max_depth: int) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # orjson's own limit, 1,024 levels
+            raise _too_deep(max_depth) from None
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
@@ -60,14 +62,18 @@ def check_depth(value: Any, max_depth: int) -> None:
     while stack:
         item, depth = stack.pop()
         if depth > max_depth:
-            raise InvalidRequest(
-                f"the request body is nested more than {max_depth} levels deep "
-                "(server.http.max_json_depth)"
-            )
+            raise _too_deep(max_depth)
         children = item.values() if isinstance(item, dict) else item
         for child in children:
             if isinstance(child, dict | list) and child:
                 stack.append((child, depth + 1))
+
+
+def _too_deep(max_depth: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"the request body is nested more than {max_depth} levels deep "
+        "(server.http.max_json_depth)"
+    )
 
 
 __all__ = ["ClientClosed", "check_depth", "parse_object", "read_body", "too_large"]
