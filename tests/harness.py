@@ -84,6 +84,20 @@ class Gateway:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def flush_ledger(self) -> None:
+        """Write every usage row queued so far (the ledger runs in the server's loop)."""
+        assert self.loop is not None
+        asyncio.run_coroutine_threadsafe(self.built.ledger.flush(), self.loop).result(10)
+
+    def usage_rows(self, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """The ledger's rows (after a flush), oldest first."""
+        self.flush_ledger()
+        store = self.built.runtime.store
+        assert store is not None
+        return [
+            dict(r) for r in store.query(f"SELECT * FROM usage WHERE {where} ORDER BY id", params)
+        ]
+
     def headers(self, **extra: str) -> dict[str, str]:
         return {"authorization": f"Bearer {self.key}", **extra}
 

@@ -1,6 +1,6 @@
 """Deployment health: a circuit breaker per (provider, upstream model).
 
-    closed ──(``failures`` consecutive failures, or a reported reset time)──► open
+    closed ──(``failures`` consecutive failures)──► open (tripped)
     open ──(cooldown over)──► half-open: ONE call may probe it, the others skip it
     half-open ──(the probe succeeds)──► closed
     half-open ──(the probe fails)──► open again, for twice as long (up to ``max_s``)
@@ -8,8 +8,10 @@
 What counts as a failure is what says the deployment itself is unwell: overload, 5xx, a
 timeout, a broken connection, a rate limit or an exhausted quota. A 400 says nothing about
 the deployment and changes nothing. An upstream that reports when it will take calls again
-(``retry-after`` on a 429 or 529, a subscription window's reset time) opens the circuit
-until then at once, whatever the count: calling before then only earns another refusal.
+(``retry-after`` on a 429 or 529, a subscription window's reset time) also opens the circuit
+until then, at once, whatever the count: calling before then only earns another refusal.
+When that time is over the deployment is simply available again (the upstream said so); a
+call that waited for it (a retry) may go first.
 
 The router asks `available` before each attempt and reports each outcome; `/ready`,
 ``/metrics`` and the dashboard read `states`.
@@ -37,26 +39,32 @@ _MAX_TRACKED = 4096
 class DeploymentState:
     provider: str
     model: str
-    state: State = "closed"
     failures: int = 0  # consecutive
-    open_until: float = 0.0  # wall clock
+    open_until: float = 0.0  # wall clock: skipped until then
+    # Opened by ``failures`` in a row (then probed when the cooldown is over), as opposed
+    # to a reported reset time (then simply available again).
+    tripped: bool = False
     cooldown_s: float = 0.0  # the last cooldown applied (doubles after a failed probe)
     probing: bool = False  # a half-open probe is in flight
     last_error: str | None = None  # kind of the last failure
     last_message: str | None = None
-    # The last failure's retry-after said until when (a reset time), or a 429 said so.
+    # The upstream refused with a rate limit and said until when (a reset time).
     limited: bool = False
 
+    def state_at(self, now: float) -> State:
+        if now < self.open_until:
+            return "open"
+        return "half_open" if self.tripped else "closed"
+
     def as_dict(self, now: float) -> dict[str, object]:
+        state = self.state_at(now)
         return {
             "provider": self.provider,
             "model": self.model,
-            "state": self.state,
+            "state": state,
             "failures": self.failures,
-            "open_until": self.open_until if self.state != "closed" else None,
-            "retry_in_s": round(max(0.0, self.open_until - now), 1)
-            if self.state == "open"
-            else None,
+            "open_until": self.open_until if state == "open" else None,
+            "retry_in_s": round(max(0.0, self.open_until - now), 1) if state == "open" else None,
             "last_error": self.last_error,
         }
 
@@ -76,13 +84,12 @@ class Health:
     def available(self, provider: str, model: str) -> bool:
         """May a call try this deployment now? Claims the probe of a half-open one."""
         st = self._states.get((provider, model))
-        if st is None or st.state == "closed":
+        if st is None:
             return True
-        if st.state == "open":
-            if self.clock() < st.open_until:
-                return False
-            st.state = "half_open"
-        if st.probing:
+        state = st.state_at(self.clock())
+        if state == "closed":
+            return True
+        if state == "open" or st.probing:
             return False
         st.probing = True
         return True
@@ -94,12 +101,7 @@ class Health:
             st.probing = False
 
     def succeeded(self, provider: str, model: str) -> None:
-        st = self._states.get((provider, model))
-        if st is None:
-            return
-        if st.state == "closed" and st.failures == 0:
-            return
-        del self._states[(provider, model)]
+        self._states.pop((provider, model), None)
 
     def failed(self, provider: str, model: str, err: MeridianError) -> None:
         if err.kind not in _UNWELL or (err.kind == "api_error" and err.status < 500):
@@ -116,15 +118,14 @@ class Health:
         reset = err.retry_after if err.kind in ("rate_limit", "overloaded") else None
         was_probe = st.probing
         st.probing = False
-        if reset is not None and reset > 0:
-            st.state, st.open_until, st.limited = "open", now + reset, err.kind == "rate_limit"
-            return
-        if was_probe or st.state == "half_open":
+        if was_probe and st.tripped:
             st.cooldown_s = min(self.policy.max_s, max(st.cooldown_s, self.policy.seconds) * 2)
-            st.state, st.open_until, st.limited = "open", now + st.cooldown_s, False
-        elif st.failures >= self.policy.failures:
-            st.cooldown_s = self.policy.seconds
-            st.state, st.open_until, st.limited = "open", now + st.cooldown_s, False
+            st.open_until, st.limited = now + st.cooldown_s, False
+        elif st.failures >= self.policy.failures and not st.tripped:
+            st.tripped, st.cooldown_s = True, self.policy.seconds
+            st.open_until, st.limited = now + st.cooldown_s, False
+        if reset is not None and reset > 0 and now + reset > st.open_until:
+            st.open_until, st.limited = now + reset, err.kind == "rate_limit"
 
     def forget(self, provider: str) -> None:
         """A provider whose configuration changed (reload): its history no longer applies."""
@@ -132,5 +133,6 @@ class Health:
             del self._states[key]
 
     def _forget_closed(self) -> None:
-        for key in [k for k, st in self._states.items() if st.state == "closed"]:
+        now = self.clock()
+        for key in [k for k, st in self._states.items() if st.state_at(now) == "closed"]:
             del self._states[key]

@@ -296,7 +296,7 @@ class Router:
             st = self.health.state(route.provider_name, route.model)
             if st is None:
                 continue
-            until = st.open_until if st.state == "open" else now
+            until = st.open_until if st.state_at(now) == "open" else now
             soonest = min(soonest, until)
             limited = limited or st.limited
             quota = quota or (st.limited and until - now > 60)

@@ -115,10 +115,8 @@ class Runtime:
                 circuit = health.state(route.provider_name, route.model) if health else None
                 cooling = (
                     circuit is not None
-                    and circuit.state == "open"
-                    and (
-                        circuit.open_until > health.clock()  # type: ignore[union-attr]
-                    )
+                    and health is not None
+                    and circuit.state_at(health.clock()) == "open"
                 )
                 if (state is None or state.ready) and not cooling:
                     now_ok.append(alias)

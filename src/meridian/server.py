@@ -154,9 +154,11 @@ def _gateway_series(gateway: Gateway, guard: Guard) -> Iterable[Metric]:
         labels=["provider", "model"],
     )
     if gateway.health is not None:
+        now = gateway.health.clock()
         for st in gateway.health.states():
-            state.add_metric([st.provider, st.model], _STATE_CODES[st.state])
-            until.add_metric([st.provider, st.model], st.open_until if st.state == "open" else 0)
+            current = st.state_at(now)
+            state.add_metric([st.provider, st.model], _STATE_CODES[current])
+            until.add_metric([st.provider, st.model], st.open_until if current == "open" else 0)
     gen = GaugeMetricFamily("meridian_config_generation", "Config generation in force (reloads).")
     gen.add_metric([], gateway.current.number)
     out: list[Metric] = [state, until, gen]
