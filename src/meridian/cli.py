@@ -31,9 +31,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"server": settings.server.model_copy(update={"listen": listen})}
         )
+    from meridian.store import StoreError
+
     logs.configure("INFO")
     try:
         server.serve(settings)
+    except StoreError as exc:
+        print(f"meridian: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"meridian: {exc}", file=sys.stderr)
         return 1
@@ -140,9 +145,9 @@ def _leaves(
 
 
 def _extensions() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
-    from meridian import cli_auth, cli_keys, cli_usage
+    from meridian import cli_auth, cli_keys, cli_reload, cli_usage
 
-    return [cli_auth.add_parser, cli_keys.add_parser, cli_usage.add_parser]
+    return [cli_auth.add_parser, cli_keys.add_parser, cli_reload.add_parser, cli_usage.add_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
