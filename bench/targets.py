@@ -42,9 +42,10 @@ def meridian_command(explicit: str | None) -> list[str]:
 
 def meridian_server(
     workdir: Path, upstream_port: int, command: list[str], *, ledger: bool = True,
-    name: str = "meridian",
+    name: str = "meridian", env: dict[str, str] | None = None,
 ) -> Server:
-    """meridian on the fake upstream; ``ledger=False`` sets ``storage.usage_ledger: false``."""
+    """meridian on the fake upstream; ``ledger=False`` sets ``storage.usage_ledger: false``;
+    ``env`` adds to its environment (e.g. a PYTHONPATH to another version's source)."""
 
     def launch(port: int) -> list[str]:
         up = f"http://127.0.0.1:{upstream_port}"
@@ -64,8 +65,8 @@ def meridian_server(
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return [*command, "serve", "--config", str(path)]
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
-    return Server(name, launch, "/health", workdir / f"{name}.log", env)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
+    return Server(name, launch, "/health", workdir / f"{name}.log", {**environ, **(env or {})})
 
 
 def db_path(workdir: Path, port: int) -> Path:

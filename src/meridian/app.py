@@ -14,7 +14,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from meridian import catalog, dialects
 from meridian.auth import presented_key
@@ -40,22 +39,6 @@ def _error(request: Request, err: MeridianError) -> Response:
     request_id = new_request_id()
     status, payload = dialects.for_request(request.url.path, request.headers).error(err, request_id)
     return _json(payload, status, {"x-request-id": request_id, **err.headers()})
-
-
-class TrailingSlash:
-    """``/v1/messages/`` is ``/v1/messages``. Starlette would answer with a redirect built
-    from the ``Host`` header (an open redirect for anyone who can set it); the path is
-    normalised instead, and no redirect is ever sent."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            if len(path) > 1 and path.endswith("/"):
-                scope = {**scope, "path": path.rstrip("/") or "/"}
-        await self.app(scope, receive, send)
 
 
 def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
@@ -163,8 +146,9 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
     app = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
     )
+    # Starlette would answer "/v1/messages/" with a redirect built from the Host header (an
+    # open redirect for whoever sets it); the HTTP layer drops the slash instead.
     app.router.redirect_slashes = False
-    app.add_middleware(TrailingSlash)
     return app
 
 

@@ -67,9 +67,8 @@ class Ticket(Protocol):
 
 class Admission(Protocol):
     """Per-key limits: `admit` reserves a call's estimated cost before it runs (or raises
-    RateLimited); `settle` replaces the reservation with the real usage after it."""
-
-    def needs_estimate(self, principal: Principal) -> bool: ...
+    RateLimited); `settle` replaces the reservation with the real usage after it. The cost
+    is estimated only for a principal that is ``token_limited``."""
 
     async def admit(
         self, principal: Principal, alias: str, *, tokens: int = 0, usd: float = 0.0

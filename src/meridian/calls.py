@@ -40,7 +40,7 @@ from meridian.errors import ApiError, ClientClosed, MeridianError, Overloaded
 from meridian.generation import Generation, Generations
 from meridian.health import Health
 from meridian.http.body import parse_object, read_body
-from meridian.http.protocol import watch_of
+from meridian.http.protocol import Watch
 from meridian.logs import RequestLog
 from meridian.metrics import Metrics
 from meridian.model import (
@@ -126,13 +126,15 @@ class Call:
         self.principal: Principal | None = None
         self.ticket: Any = None
         self.headers = {"x-request-id": self.rec.request_id, "request-id": self.rec.request_id}
-        self.watch = watch_of(request.scope)
+        extensions = request.scope.get("extensions")
+        self.watch: Watch | None = extensions.get("meridian") if extensions else None
         self.task: asyncio.Task[Any] | None = None
         self.pump: Pump[Any] | None = None
         self.committed = False  # the answer began: the response is on its way
         self.client_gone = False
         self.shutting_down = False
         self.body_read = False
+        self.body: dict[str, Any] = {}
         self.usage = Usage()  # of a stream, as it goes
         self.produced_chars = 0
         self._parsed: Request | None = None
@@ -150,7 +152,7 @@ class Call:
         if self.watch is not None:
             self.watch.on_disconnect = self.client_left
         try:
-            limit = gen.settings.server.http.max_in_flight
+            limit = gen.max_in_flight
             if len(gw.calls) > limit:
                 raise Overloaded(
                     f"meridian is answering {limit} requests, its limit "
@@ -170,14 +172,16 @@ class Call:
             routes = gen.router.resolve(alias)
             policy = gen.router.policy(alias)
             self.deadline = self.loop.time() - (time.perf_counter() - self.t0) + policy.timeout_s
-            if gw.admission is not None:
-                reserve = self._estimate(body, routes)
+            if gw.admission is not None and self.principal.key_id is not None:
+                # The master key has no limits: nothing to reserve.
+                reserve = self._estimate(body, routes) if self.principal.token_limited else {}
                 self.ticket = await gw.admission.admit(self.principal, alias, **reserve)
+            self.body = body
             run = gen.router.run
             if stream:
                 route, (pump, head) = await run(
                     routes,
-                    lambda r, d: self._open_stream(r, d, body),
+                    self._open_stream,
                     deadline=self.deadline,
                     policy=policy,
                     on_failure=self._attempt_failed,
@@ -186,7 +190,7 @@ class Call:
                 return self._stream_response(route, pump, head, body)
             route, result = await run(
                 routes,
-                lambda r, d: self._complete(r, d, body),
+                self._complete,
                 deadline=self.deadline,
                 policy=policy,
                 on_failure=self._attempt_failed,
@@ -238,13 +242,10 @@ class Call:
         except ClientDisconnect:
             raise ClientClosed("the client went away while sending its request") from None
         self.body_read = True
-        return parse_object(raw, gen.settings.server.http.max_json_depth)
+        return parse_object(raw, gen.max_json_depth)
 
     def _estimate(self, body: Mapping[str, Any], routes: tuple[Route, ...]) -> dict[str, Any]:
         """The reservation a key with token limits makes: input (estimated) + max_tokens."""
-        admission, principal = self.gw.admission, self.principal
-        if admission is None or principal is None or not admission.needs_estimate(principal):
-            return {}
         asked = body.get("max_completion_tokens") or body.get("max_tokens")
         output = max(route.max_tokens(asked) for route in routes)
         tokens = estimate.input_tokens(body) + output
@@ -374,9 +375,8 @@ class Call:
 
     # -------------------------------------------------------------------- plain answers
 
-    async def _complete(
-        self, route: Route, deadline: float, body: Mapping[str, Any]
-    ) -> Relay | Response:
+    async def _complete(self, route: Route, deadline: float) -> Relay | Response:
+        body = self.body
         ctx = self._ctx(deadline)
         if route.provider.native_wire == self.dialect.wire:
             return await route.provider.relay(self._body_for(route, body), ctx)
@@ -402,12 +402,13 @@ class Call:
     # -------------------------------------------------------------------- streams
 
     async def _open_stream(
-        self, route: Route, deadline: float, body: Mapping[str, Any]
+        self, route: Route, deadline: float
     ) -> tuple[Pump[Any], Relay | list[Event]]:
         """Start a stream and wait for its first real event (the commit point): an error
         before it can still be fallen back from."""
+        body = self.body
         ctx = self._ctx(deadline)
-        keepalive = self.gen.settings.server.keepalive_s if self.gen else 15.0
+        keepalive = self.gen.keepalive_s if self.gen else 15.0
         name = f"provider `{route.provider_name}`"
         if route.provider.native_wire == self.dialect.wire:
             relay = await route.provider.relay(self._body_for(route, body), ctx)

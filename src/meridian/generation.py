@@ -39,10 +39,18 @@ class Generation:
     calls: int = 0
     retired: bool = False
     _closed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Read by every call: derived once.
+    max_body_bytes: int = 0
+    max_json_depth: int = 0
+    max_in_flight: int = 0
+    keepalive_s: float = 0.0
 
-    @property
-    def max_body_bytes(self) -> int:
-        return int(self.settings.server.max_body_mb * 1024 * 1024)
+    def __post_init__(self) -> None:
+        server = self.settings.server
+        self.max_body_bytes = int(server.max_body_mb * 1024 * 1024)
+        self.max_json_depth = server.http.max_json_depth
+        self.max_in_flight = server.http.max_in_flight
+        self.keepalive_s = server.keepalive_s
 
     async def start(self) -> None:
         """Start every provider; if one fails, close those started and re-raise."""

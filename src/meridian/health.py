@@ -73,7 +73,9 @@ class Health:
     def __init__(self, policy: Cooldown, clock: Callable[[], float] = time.time) -> None:
         self.policy = policy
         self.clock = clock
-        self._states: dict[Key, DeploymentState] = {}
+        # Deployments that failed lately; empty (and cheap to test) while all is well.
+        self.tracked: dict[Key, DeploymentState] = {}
+        self._states = self.tracked
 
     def states(self) -> list[DeploymentState]:
         return list(self._states.values())

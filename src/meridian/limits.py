@@ -88,11 +88,6 @@ class Limiter:
         self._clock = clock or self._keys.clock
         self._states: dict[int, _KeyState] = {}
 
-    @staticmethod
-    def needs_estimate(principal: Principal) -> bool:
-        """Whether `admit` will use the estimate (estimating costs a walk of the body)."""
-        return principal.key_id is not None and principal.token_limited
-
     async def admit(
         self, principal: Principal, alias: str, *, tokens: int = 0, usd: float = 0.0
     ) -> Ticket:

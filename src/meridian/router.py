@@ -58,10 +58,12 @@ class Route:
     default_max_tokens: int
     max_output_tokens: int
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # "provider/model", for the answer's x-meridian-deployment header and messages.
+    deployment: str = ""
 
-    @property
-    def deployment(self) -> str:
-        return f"{self.provider_name}/{self.model}"
+    def __post_init__(self) -> None:
+        if not self.deployment:
+            object.__setattr__(self, "deployment", f"{self.provider_name}/{self.model}")
 
     def max_tokens(self, asked: Any) -> int:
         """The ``max_tokens`` this deployment is sent for what the caller asked."""
@@ -222,6 +224,7 @@ class Router:
         deadline it gets are loop times."""
         loop = asyncio.get_running_loop()
         health = self.health
+        tracked = health.tracked  # empty while every deployment is well: skip the checks
         budget = policy.retry_budget_s
         retries = 0
         error: MeridianError | None = None
@@ -230,7 +233,7 @@ class Router:
         while True:
             again: list[tuple[Route, MeridianError]] = []
             for i, route in enumerate(rounds):
-                if not health.available(route.provider_name, route.model):
+                if tracked and not health.available(route.provider_name, route.model):
                     continue
                 now = loop.time()
                 if now >= deadline:
@@ -244,7 +247,6 @@ class Router:
                 limit = share if first_byte is None else min(share, first_byte)
                 if on_start is not None:
                     on_start(route)
-                started, wall = time.perf_counter(), time.time()
                 try:
                     async with asyncio.timeout(limit):
                         result = await attempt(route, now + limit)
@@ -256,13 +258,15 @@ class Router:
                     health.release(route.provider_name, route.model)
                     raise
                 else:
-                    health.succeeded(route.provider_name, route.model)
+                    if tracked:
+                        health.succeeded(route.provider_name, route.model)
                     return route, result
                 health.failed(route.provider_name, route.model, err)
                 if not fallback_worthy(err) and not retryable(err):
                     raise err
                 error = err
-                failed = Attempt(route, err, (time.perf_counter() - started) * 1000, wall)
+                took = loop.time() - now
+                failed = Attempt(route, err, took * 1000, time.time() - took)
                 log.info(
                     "attempt failed",
                     extra={

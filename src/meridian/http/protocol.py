@@ -21,8 +21,9 @@ second.
 It also gives the application what uvicorn does not: a `Watch` per request, in
 ``scope["extensions"]["meridian"]``, whose ``on_disconnect`` runs the moment the client's
 connection is lost, so the call can stop its upstream at once in every phase (uvicorn only
-says so to a task blocked in ``receive()``); and an HTTP/1.0 client's stream is sent
-delimited by the connection's end, never in chunked encoding, which 1.0 does not know.
+says so to a task blocked in ``receive()``); an HTTP/1.0 client's stream is sent delimited
+by the connection's end, never in chunked encoding, which 1.0 does not know; and a path's
+trailing slash is dropped, so that no redirect is ever needed (or built from ``Host``).
 """
 
 from __future__ import annotations
@@ -225,21 +226,20 @@ class GuardedProtocol(HttpToolsProtocol):
             # Stops the parser mid-buffer: nothing after this head may reach the app.
             raise _Rejected
         super().on_headers_complete()
-        cycle = self.cycle
-        if self.scope.get("http_version") == "1.0":
-            cycle.__class__ = Http10Cycle
+        scope = self.scope
+        path = scope.get("path", "")
+        if path[-1:] == "/" and len(path) > 1:
+            # "/v1/messages/" is "/v1/messages": never a redirect (Starlette would build one
+            # from the Host header, an open redirect for whoever sets it).
+            scope["path"] = path.rstrip("/") or "/"
+        if scope.get("http_version") == "1.0":
+            self.cycle.__class__ = Http10Cycle
         # The body's deadline; a request without one completes in this same parse.
         self.deadline = self.loop.time() + self.limits.body_timeout_s
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self.deadline = None
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.deadline is None and not self.pipeline:
-            # Idle until the next request: uvicorn's keep-alive timeout owns that time.
-            self._in_head = False
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's answer to a request httptools cannot parse (and how a rejection raised
