@@ -182,3 +182,21 @@ def test_bench_python_load_generator(tmp_path: Path) -> None:
     check_path_rows(rows, PATH_LABELS["translated"])
     assert not any(label == PATH_LABELS["openai"] for label, _ in rows)
     check_cells(results, ["translated"])
+
+
+def test_soak_runs_and_the_ledger_is_exact_under_faults() -> None:
+    """A short soak: every fault and every kind of client at once. Checked for shape and for
+    the one exact property it reports: each API request that reached a handler (served,
+    failed, refused or left) is one call row in the ledger."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "soak.py"), "--minutes", "0.2", "--clients", "8"],
+        capture_output=True, text=True, timeout=300, check=False, cwd=ROOT / "bench",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "| after the load |" in out
+    ledger = next(line for line in out.splitlines() if line.startswith("Ledger:"))
+    assert ledger.endswith("✅."), ledger
+    for scenario in ("plain: 200", "fallback: 200", "slowloris: 408", "big_head: 431",
+                     "deep_json: 400", "no_key: 401"):  # fmt: skip
+        assert f"| {scenario} |" in out, scenario
