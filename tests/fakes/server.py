@@ -65,6 +65,8 @@ class Reply:
     # before the first event; None: no stall).
     stall_at: int | None = None
     stall_s: float = 0.0
+    # After the last event, keep the connection open this long before ending the body.
+    linger_s: float = 0.0
     # Bytes sent verbatim as a 200 body instead of a rendered answer.
     raw: bytes | None = None
     raw_content_type: str = "application/json"
@@ -392,6 +394,8 @@ class FakeUpstream:
                 error = self._stream_error(n, reply)
                 rec.sent += error
                 await resp.write(error)
+            if reply.linger_s:
+                await asyncio.sleep(reply.linger_s)
             await resp.write_eof()
         except ConnectionError:
             rec.outcome = "disconnected"  # the client went away; nothing to tell it
