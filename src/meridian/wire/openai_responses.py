@@ -7,11 +7,14 @@ which lives in smaller modules:
   `stateless_headers`, `builtin_tools` (client side); `openai_responses_input`: the
   ``input`` items;
 - `openai_responses_render`: `render_request` (upstream side);
+- `openai_responses_encoder`: `StreamEncoder` (events -> client SSE);
+- `openai_responses_stream`: `StreamDecoder` (upstream SSE -> events);
+  `openai_responses_sniffer`: `UsageSniffer` (for the pass-through relay);
 - `openai_responses_items`: output items <-> blocks; `openai_responses_common`: usage,
   status, errors, the response object and `request_echo`.
 
 Errors before the first byte use the OpenAI envelope of Chat Completions (`render_error`,
-the same function).
+the same function); after it, `StreamEncoder.error`.
 
 meridian keeps no state: on the translated path ``previous_response_id``, ``conversation``,
 stored prompts and background mode are a 400 that says to send the full input, ``store``
@@ -37,6 +40,7 @@ from meridian.wire.openai_responses_common import (
     usage_from_json,
     usage_json,
 )
+from meridian.wire.openai_responses_encoder import StreamEncoder
 from meridian.wire.openai_responses_items import (
     REDACTED_PREFIX,
     item_blocks,
@@ -52,11 +56,16 @@ from meridian.wire.openai_responses_request import (
     require_stateless,
     stateless_headers,
 )
+from meridian.wire.openai_responses_sniffer import UsageSniffer
+from meridian.wire.openai_responses_stream import StreamDecoder
 
 __all__ = [
     "REDACTED_PREFIX",
     "RESPONSES",
     "STATELESS_HEADER",
+    "StreamDecoder",
+    "StreamEncoder",
+    "UsageSniffer",
     "builtin_tools",
     "check_request",
     "parse_error_body",
