@@ -445,6 +445,28 @@ def test_exact_bytes_of_a_short_answer() -> None:
     )
 
 
+def test_a_text_block_never_stopped_is_still_finished() -> None:
+    events = [e for e in response_events(TEXT) if not isinstance(e, BlockStop)]
+    data = encode(events)
+    assert_well_formed(data)
+    types = [name for name, _ in frames(data)]
+    assert types[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    final, _ = sdk_stream(data)
+    assert final.output_text == "Hello there"
+
+
+def test_completed_at_comes_from_the_clock() -> None:
+    encoder = StreamEncoder(model="alias", created_at=CREATED, clock=lambda: CREATED + 7.9)
+    data = b"".join(encoder.feed(e) for e in response_events(TEXT))
+    responses = [body["response"] for _, body in frames(data) if "response" in body]
+    assert [r.get("completed_at") for r in responses] == [None, None, CREATED + 7]
+
+
 def test_an_encoder_without_message_start_still_opens_the_response() -> None:
     events = response_events(TEXT)[1:]
     final, _ = sdk_stream(encode(events))

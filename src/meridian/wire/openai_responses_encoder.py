@@ -25,7 +25,7 @@ comments, which SDKs skip.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from meridian.errors import MeridianError
@@ -80,6 +80,7 @@ class _Open:
         "index",
         "kind",
         "name",
+        "part_open",
         "parts",
         "signature",
         "summary",
@@ -91,6 +92,7 @@ class _Open:
         self.index = index
         self.block = block  # the canonical block streaming into it now
         self.parts: list[list[str]] = []  # message: text per part; function: [[args...]]
+        self.part_open = False  # message: the last text part is not finished yet
         self.summary: list[str] | None = None  # reasoning: None until a summary part opens
         self.signature: list[str] = []
         self.call_id = ""
@@ -101,8 +103,10 @@ class StreamEncoder:
     """Canonical events -> Responses SSE bytes for one answer.
 
     ``model`` is the name the client asked for; ``echo`` is `request_echo` of its request
-    body (the parameters every response object repeats). A relay that failed mid-stream
-    can continue an upstream's numbering with ``response_id`` and ``sequence_start``.
+    body (the parameters every response object repeats); ``clock`` (unix seconds, e.g.
+    ``time.time``) dates ``completed_at``, which is ``created_at`` without one. A relay that
+    failed mid-stream can continue an upstream's numbering with ``response_id`` and
+    ``sequence_start``.
     """
 
     def __init__(
@@ -113,8 +117,10 @@ class StreamEncoder:
         echo: Mapping[str, Any] | None = None,
         response_id: str | None = None,
         sequence_start: int = 0,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._model = model
+        self._clock = clock
         self._created_at = created_at
         self._echo = echo if echo is not None else request_echo({})
         self._id = response_id or ""
@@ -202,6 +208,7 @@ class StreamEncoder:
             echo=self._echo,
             incomplete_details=details,
             error=error,
+            completed_at=int(self._clock()) if self._clock and status == "completed" else None,
         )
 
     def _start(self) -> bytes:
@@ -229,7 +236,7 @@ class StreamEncoder:
                     output_index=item.index,
                     item=message_item(item.id, (), "in_progress"),
                 )
-            item.block = index
+            item.block, item.part_open = index, True
             item.parts.append([])
             out += self._emit(
                 "response.content_part.added",
@@ -344,17 +351,22 @@ class StreamEncoder:
         if item is None or item.block != index:
             return b""
         if kind == "text" and item.kind == "message":
-            text = "".join(item.parts[-1])
-            where = {"item_id": item.id, "output_index": item.index}
-            content = len(item.parts) - 1
-            return self._emit(
-                "response.output_text.done", **where, content_index=content, text=text, logprobs=[]
-            ) + self._emit(
-                "response.content_part.done", **where, content_index=content, part=output_text(text)
-            )
+            return self._part_done(item)
         if kind in ("tool", "thinking"):
             return self._close("completed")
         return b""
+
+    def _part_done(self, item: _Open) -> bytes:
+        item.part_open = False
+        text = "".join(item.parts[-1])
+        where = {
+            "item_id": item.id,
+            "output_index": item.index,
+            "content_index": len(item.parts) - 1,
+        }
+        return self._emit(
+            "response.output_text.done", **where, text=text, logprobs=[]
+        ) + self._emit("response.content_part.done", **where, part=output_text(text))
 
     def _close(self, status: ItemStatus, *, emit: bool = True) -> bytes:
         """Finish the open output item (if any) and record it in the output."""
@@ -365,13 +377,14 @@ class StreamEncoder:
         done: OutputItem
         where = {"item_id": item.id, "output_index": item.index}
         if item.kind == "message":
+            if item.part_open and emit:
+                out += self._part_done(item)  # a text block the stream never stopped
             done = message_item(item.id, ["".join(p) for p in item.parts], status)
         elif item.kind == "function_call":
             args = "".join(item.parts[0])
             if not args and emit:
-                out += self._arguments(
-                    item, "{}"
-                )  # no input at all means {}: clients json.loads it
+                # No input at all means {}; clients json.loads the arguments.
+                out += self._arguments(item, "{}")
                 args = "{}"
             if emit:
                 out += self._emit("response.function_call_arguments.done", **where, arguments=args)

@@ -15,8 +15,9 @@ from meridian.model import Usage
 from meridian.wire.openai_responses_common import failure, usage_from_json
 from meridian.wire.sse import SSEEvent
 
-_TERMINAL = ("response.completed", "response.incomplete")
-
+_TERMINAL = frozenset({"response.completed", "response.incomplete"})
+# The only events parsed: a handful per stream.
+_PARSED = _TERMINAL | {"response.created", "response.failed", "error"}
 
 # The top-level type of a Responses event is the only "type" whose value starts with
 # "response." (items and parts have types like "message"), or is exactly "error".
@@ -30,6 +31,7 @@ def _type_of(data: str) -> str:
 
 
 def _sequence(data: str) -> int | None:
+    """The event's ``sequence_number`` without parsing it (only the top level has one)."""
     i = data.find('"sequence_number":')
     if i < 0:
         return None
@@ -78,7 +80,7 @@ class UsageSniffer:
         if name.endswith(".delta"):
             self.first_token = True
             return
-        if name not in (*_TERMINAL, "response.created", "response.failed", "error"):
+        if name not in _PARSED:
             return
         try:
             payload = orjson.loads(data)

@@ -1,5 +1,4 @@
-"""Responses streams from an upstream -> canonical events, and the pass-through sniffer.
-Sans-IO.
+"""Responses streams from an upstream -> canonical events (the translated path). Sans-IO.
 
 Public names are re-exported from `meridian.wire.openai_responses`; import them from there.
 
