@@ -17,9 +17,12 @@ from starlette.routing import BaseRoute, Route
 
 from meridian import catalog, dialects
 from meridian.auth import presented_key
-from meridian.calls import Call, Gateway, new_request_id
+from meridian.calls import Gateway, new_request_id
+from meridian.dialects import Endpoint
 from meridian.errors import InvalidRequest as BadRequest
 from meridian.errors import MeridianError, NotFound
+from meridian.http import api
+from meridian.records import CallRecord
 from meridian.runtime import Runtime
 from meridian.wire import anthropic as anthropic_wire
 from meridian.wire import openai_chat as openai_wire
@@ -44,11 +47,11 @@ def _error(request: Request, err: MeridianError) -> Response:
 def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     gw: Gateway = runtime.gateway
 
-    async def messages(request: Request) -> Response:
-        return await Call(gw, dialects.ANTHROPIC, request).run()
+    def endpoint(ep: Endpoint) -> Any:
+        async def handler(request: Request) -> Response:
+            return await api.handle(gw, ep, request)
 
-    async def chat_completions(request: Request) -> Response:
-        return await Call(gw, dialects.OPENAI, request).run()
+        return handler
 
     async def list_models(request: Request) -> Response:
         gen = gw.current
@@ -105,15 +108,21 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        path = request.url.path
         if exc.status_code == 405:
             err: MeridianError = BadRequest(
-                f"method {request.method} is not allowed on {request.url.path}", status=405
+                f"method {request.method} is not allowed on {path}", status=405
             )
             response = _error(request, err)
             allowed = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow", "")
             response.headers["allow"] = allowed
-            return response
-        return _error(request, NotFound(f"no such endpoint: {request.method} {request.url.path}"))
+        else:
+            served = "; meridian serves: " + ", ".join(SERVED) if path.startswith("/v1/") else ""
+            response = _error(
+                request, NotFound(f"no such endpoint: {request.method} {path}{served}")
+            )
+        _count(gw, request, response.status_code)
+        return response
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -132,9 +141,18 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
             yield
 
     routes: list[BaseRoute] = [
-        Route("/v1/messages", messages, methods=["POST"]),
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/messages", endpoint(dialects.MESSAGES), methods=["POST"]),
+        Route("/v1/messages/count_tokens", endpoint(dialects.COUNT_TOKENS), methods=["POST"]),
+        *(
+            Route(prefix + path, endpoint(ep), methods=["POST"])
+            for prefix in ("/v1", "")  # clients configured without /v1 in their base URL
+            for path, ep in (
+                ("/chat/completions", dialects.CHAT),
+                ("/responses", dialects.RESPONSES_ENDPOINT),
+                ("/embeddings", dialects.EMBEDDINGS),
+                ("/completions", dialects.COMPLETIONS),
+            )
+        ),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),
@@ -150,6 +168,33 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
     # open redirect for whoever sets it); the HTTP layer drops the slash instead.
     app.router.redirect_slashes = False
     return app
+
+
+# What the 404 of an unknown /v1/ path lists.
+SERVED = (
+    "POST /v1/messages",
+    "POST /v1/messages/count_tokens",
+    "POST /v1/chat/completions",
+    "POST /v1/responses",
+    "POST /v1/embeddings",
+    "POST /v1/completions",
+    "GET /v1/models",
+)
+
+
+def _count(gw: Gateway, request: Request, status: int) -> None:
+    """A request no route took: one log line and a count in /metrics like any other (not a
+    ledger row: it reached no model, and a scanner must not fill the ledger)."""
+    rec = CallRecord(
+        request_id=new_request_id(),
+        started_at=time.time(),
+        surface=dialects.for_request(request.url.path, request.headers).family,
+        endpoint=request.url.path[:200],
+        status=status,
+        error_type="not_found" if status == 404 else "method_not_allowed",
+    )
+    for observer in gw.unrouted:
+        observer.record(rec)
 
 
 def _model_info(gw: Gateway, alias: str) -> ModelInfo:

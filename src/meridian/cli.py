@@ -61,7 +61,8 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    # Piped (a log, a CI step): wide enough that no cell is folded.
+    console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(
         f"[green]ok[/green] {settings.source}: "
         f"{len(settings.providers)} providers, {len(settings.models)} models"
@@ -76,13 +77,18 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     from meridian.check import live_check
 
     rows = asyncio.run(live_check(settings, timeout_s=args.timeout))
-    table = Table("alias", "provider", "model", "result", "latency", "answer")
+    table = Table("alias", "served by", "result", "latency", "answer", "failed first")
     failed = 0
     for row in rows:
         failed += not row.ok
         result = "[green]ok[/green]" if row.ok else f"[red]error[/red] {row.error}"
         table.add_row(
-            row.alias, row.provider, row.model, result, f"{row.latency_ms:.0f} ms", row.answer
+            row.alias,
+            row.deployment,
+            result,
+            f"{row.latency_ms:.0f} ms",
+            row.answer,
+            ", ".join(row.failed),
         )
     console.print(table)
     return 1 if failed else 0

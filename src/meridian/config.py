@@ -150,6 +150,9 @@ class OpenAIProviderConfig(_ProviderBase):
     base_url: str = "https://api.openai.com/v1"
     headers: dict[str, str] = Field(default_factory=dict)
     max_connections: int = Field(default=256, ge=1)
+    # Whether the upstream serves the Responses API (/v1/responses) itself; else meridian
+    # translates it to chat completions. None: yes for api.openai.com only.
+    responses_api: bool | None = None
 
     _api_key = field_validator("api_key", mode="before")(_blank_is_none)
 

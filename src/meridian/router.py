@@ -29,15 +29,14 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeGuard, TypeVar
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from meridian import catalog
 from meridian.config import Settings, Timeouts
 from meridian.errors import MeridianError, NotFound, Overloaded, RateLimited, Timeout
 from meridian.health import Health
 from meridian.keys import human_time
-from meridian.model import Request
 from meridian.providers.base import Provider
 
 log = logging.getLogger("meridian.router")
@@ -65,28 +64,6 @@ class Route:
         if not self.deployment:
             object.__setattr__(self, "deployment", f"{self.provider_name}/{self.model}")
 
-    def max_tokens(self, asked: Any) -> int:
-        """The ``max_tokens`` this deployment is sent for what the caller asked."""
-        return min(asked, self.max_output_tokens) if _is_int(asked) else self.default_max_tokens
-
-    def prepare(self, request: Request) -> Request:
-        """The canonical request as this deployment gets it: its model, max_tokens bounded."""
-        return replace(request, model=self.model, max_tokens=self.max_tokens(request.max_tokens))
-
-    def prepare_body(self, body: Mapping[str, Any], wire: str) -> dict[str, Any]:
-        """The pass-through body: the caller's JSON with the model rewritten and
-        ``max_tokens`` filled (Anthropic requires it) or clamped; nothing else touched."""
-        out = dict(body)
-        out["model"] = self.model
-        if wire == "anthropic":
-            out["max_tokens"] = self.max_tokens(out.get("max_tokens"))
-        else:
-            for key in ("max_completion_tokens", "max_tokens"):
-                value = out.get(key)
-                if _is_int(value):
-                    out[key] = min(value, self.max_output_tokens)
-        return out
-
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -103,10 +80,6 @@ class Attempt:
     error: MeridianError
     latency_ms: float
     started_at: float  # unix seconds
-
-
-def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def fallback_worthy(err: MeridianError) -> bool:

@@ -112,6 +112,7 @@ def assemble(settings: Settings, providers: Mapping[str, Provider] | None = None
         # One limiter per process: every listener shares its windows and budgets.
         admission=Limiter(keys),
         observers=observers,
+        unrouted=[request_log, metrics],
         prices=prices,
         metrics=metrics,
         health=health,

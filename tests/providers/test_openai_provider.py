@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from fakes import FakeOpenAI, ToolCall
+from meridian import prepare
 from meridian.config import OpenAIProviderConfig
 from meridian.errors import (
     ApiError,
@@ -22,8 +23,9 @@ from meridian.errors import (
     Timeout,
 )
 from meridian.model import Collector, Message, Request, Response, TextBlock, ToolUseBlock
-from meridian.providers.base import CallContext, Provider, Relay
+from meridian.providers.base import CallContext, Provider, RelayedBody, RelayedStream
 from meridian.providers.openai import OpenAIProvider
+from meridian.router import Route
 
 CTX = CallContext(request_id="req-test")
 LIMIT_S = 10  # every await on the network is bounded
@@ -55,8 +57,8 @@ async def collect(provider: Provider, req: Request, ctx: CallContext = CTX) -> R
     return collector.response()
 
 
-async def drain(relay: Relay) -> bytes:
-    assert relay.chunks is not None
+async def drain(relay: RelayedBody | RelayedStream) -> bytes:
+    assert isinstance(relay, RelayedStream)
     out = b""
     async with asyncio.timeout(LIMIT_S):
         async for chunk in relay.chunks:
@@ -64,9 +66,15 @@ async def drain(relay: Relay) -> bytes:
     return out
 
 
-async def relay(provider: Provider, body: dict[str, Any], ctx: CallContext = CTX) -> Relay:
+async def relay(
+    provider: Provider, body: dict[str, Any], ctx: CallContext = CTX
+) -> RelayedBody | RelayedStream:
+    """The pass-through as the framework drives it: the body prepared for the deployment
+    (`meridian.prepare`: model, output bound, the per-model rules), then relayed."""
+    route = Route(str(body["model"]), provider.name, provider, str(body["model"]), 4096, 64_000)
+    prepared = prepare.body("chat", body, route)
     async with asyncio.timeout(LIMIT_S):
-        return await provider.relay(body, ctx)
+        return await provider.relay("chat", prepared, ctx)
 
 
 def chat(model: str = "gpt-4o-mini", **kw: Any) -> dict[str, Any]:
@@ -78,7 +86,7 @@ def chat(model: str = "gpt-4o-mini", **kw: Any) -> dict[str, Any]:
 
 async def test_is_a_provider(provider: OpenAIProvider) -> None:
     assert isinstance(provider, Provider)
-    assert provider.native_wire == "openai"
+    assert provider.capabilities.serves("chat")
     assert await provider.ready() == (True, "ok")
 
 
@@ -118,9 +126,8 @@ async def test_relay_plain_body_untouched(
 ) -> None:
     fake_openai.reply_text("hello there", cache_read_tokens=7)
     result = await relay(provider, chat())
-    assert result.chunks is None
+    assert isinstance(result, RelayedBody)
     assert result.body == fake_openai.last.sent  # byte for byte
-    assert result.status == 200
     assert result.content_type.startswith("application/json")
     assert result.headers["x-request-id"].startswith("req_fake")
     served = fake_openai.last.reply
@@ -319,7 +326,7 @@ async def test_error_mid_stream(provider: OpenAIProvider, fake_openai: FakeOpenA
     fake_openai.reply_stream_error(after=3, message="The server had an error mid-way")
     result = await relay(provider, chat(stream=True))
     chunks: list[bytes] = []
-    assert result.chunks is not None
+    assert isinstance(result, RelayedStream)
     with pytest.raises(MeridianError) as exc:
         async with asyncio.timeout(LIMIT_S):
             async for chunk in result.chunks:

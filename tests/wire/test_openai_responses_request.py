@@ -52,13 +52,14 @@ def body(**fields: Any) -> dict[str, Any]:
 
 
 def request(**fields: Any) -> Request:
-    return Request(model="alias", messages=HI, **fields)
+    return Request(**{"model": "alias", "messages": HI, **fields})
 
 
 PARSED: list[tuple[str, dict[str, Any], Request]] = [
     ("string input", body(), request()),
     (
-        "instructions, system and developer messages join the system prompt",
+        "instructions and leading system/developer messages join the system prompt; later "
+        "ones stay in place",
         body(
             instructions="Be terse.",
             input=[
@@ -72,10 +73,10 @@ PARSED: list[tuple[str, dict[str, Any], Request]] = [
             ],
         ),
         request(
-            system=(
-                TextBlock("Be terse."),
-                TextBlock("Use metric units."),
-                TextBlock("Late note."),
+            system=(TextBlock("Be terse."), TextBlock("Use metric units.")),
+            messages=(
+                Message("user", (TextBlock("hi"),)),
+                Message("system", (TextBlock("Late note."),)),
             ),
         ),
     ),

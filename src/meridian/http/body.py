@@ -71,8 +71,7 @@ def check_depth(value: Any, max_depth: int) -> None:
 
 def _too_deep(max_depth: int) -> InvalidRequest:
     return InvalidRequest(
-        f"the request body is nested more than {max_depth} levels deep "
-        "(server.http.max_json_depth)"
+        f"the request body is nested more than {max_depth} levels deep (server.http.max_json_depth)"
     )
 
 

@@ -54,7 +54,7 @@ from meridian.model import (
     StopReason,
     Usage,
 )
-from meridian.providers.base import CallContext, Relay, Wire
+from meridian.providers.base import CallContext, Capabilities, Operation, Relayed
 from meridian.wire.anthropic import StreamDecoder
 from meridian.wire.anthropic_render import render_messages
 from meridian.wire.anthropic_response import stop_reason, usage_from_json
@@ -71,7 +71,9 @@ _EFFORT = {
 
 
 class ClaudeCodeProvider:
-    native_wire: Wire | None = None
+    # No sampling knob reaches the CLI (temperature, top_p, top_k and stop are ignored, as
+    # documented), and no structured output through it yet.
+    capabilities = Capabilities(structured_output=False, sampling=frozenset())
 
     def __init__(
         self,
@@ -101,8 +103,8 @@ class ClaudeCodeProvider:
     async def ready(self) -> tuple[bool, str]:
         return claude_auth.login_state(self.config)
 
-    async def relay(self, body: dict[str, Any], ctx: CallContext) -> Relay:
-        raise NotImplementedError("claude-code speaks no wire format natively")
+    async def relay(self, op: Operation, body: dict[str, Any], ctx: CallContext) -> Relayed:
+        raise NotImplementedError("claude-code relays no operation: it has no native API")
 
     async def stream(self, request: Request, ctx: CallContext) -> AsyncGenerator[Event, None]:
         spec = build_spec(request)

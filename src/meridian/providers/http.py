@@ -39,7 +39,7 @@ from meridian import __version__
 from meridian.config import AnthropicProviderConfig, OpenAIProviderConfig
 from meridian.errors import ApiError, MeridianError, Timeout, from_upstream_status
 from meridian.model import Event, Usage
-from meridian.providers.base import Relay, Wire
+from meridian.providers.base import Capabilities, Operation, RelayedBody, RelayedStream
 from meridian.redact import redact_url
 from meridian.wire.sse import SSEDecoder, SSEEvent
 
@@ -179,22 +179,36 @@ class Upstream:
         sniffer: Sniffer,
         *,
         skip: Callable[[SSEEvent], bool] | None = None,
-    ) -> Relay:
-        """A streaming `Relay` of ``resp``: whole SSE events as received; ``usage`` and
+    ) -> RelayedStream:
+        """A `RelayedStream` of ``resp``: whole SSE events as received; ``usage`` and
         ``first_token`` read on the way."""
-        relay = Relay(
-            status=resp.status,
+        relay = RelayedStream(
             content_type=resp.headers.get("content-type", "text/event-stream"),
             headers=passed_headers(resp.headers),
+            sniffer=sniffer,
         )
         relay.chunks = RelayChunks(self._relay_chunks(resp, sniffer, relay, skip), resp)
         return relay
+
+    async def relay_body(
+        self, resp: aiohttp.ClientResponse, usage: Callable[[bytes], tuple[Usage, str | None]]
+    ) -> RelayedBody:
+        """A `RelayedBody` of a plain answer; ``usage`` reads (usage, model) from its JSON."""
+        data = await self.read(resp)
+        used, model = usage(data)
+        return RelayedBody(
+            content_type=resp.headers.get("content-type", "application/json"),
+            body=data,
+            usage=used,
+            model=model,
+            headers=passed_headers(resp.headers),
+        )
 
     async def _relay_chunks(
         self,
         resp: aiohttp.ClientResponse,
         sniffer: Sniffer,
-        relay: Relay,
+        relay: RelayedStream,
         skip: Callable[[SSEEvent], bool] | None,
     ) -> AsyncGenerator[bytes, None]:
         sse = SSEDecoder()
@@ -235,7 +249,7 @@ class Upstream:
     def _sniff(
         sniffer: Sniffer,
         event: SSEEvent,
-        relay: Relay,
+        relay: RelayedStream,
         out: list[bytes],
         skip: Callable[[SSEEvent], bool] | None,
     ) -> None:
@@ -311,7 +325,7 @@ class Upstream:
 
 
 class RelayChunks:
-    """`Relay.chunks`: the relay generator, plus an ``aclose`` that frees the upstream
+    """`RelayedStream.chunks`: the relay generator, plus an ``aclose`` that frees the upstream
     connection even when iteration never started (an unstarted generator's ``finally``
     never runs, so a caller that gives up before the first chunk would leak it)."""
 
@@ -389,16 +403,17 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 class HttpProvider:
     """What the direct providers share: one `Upstream` pool, request headers built once, and
-    a lifecycle that is the pool's. Subclasses add ``stream`` and ``relay``."""
+    a lifecycle that is the pool's. Subclasses add ``stream`` and ``relay``; ``paths`` maps
+    each native operation to its path under the base URL."""
 
-    native_wire: Wire | None = None
+    capabilities: Capabilities = Capabilities()
 
     def __init__(
         self,
         name: str,
         config: OpenAIProviderConfig | AnthropicProviderConfig,
         *,
-        path: str,
+        paths: Mapping[Operation, str],
         headers: Mapping[str, str],
         parse_error_body: Callable[[int, bytes], str],
         quota_exhausted: Callable[[int, bytes], bool] = _never,
@@ -406,7 +421,7 @@ class HttpProvider:
         self.name = name
         self.config = config
         base_url = config.base_url.rstrip("/")
-        self._url = base_url + path
+        self._urls = {op: base_url + path for op, path in paths.items()}
         self._headers = {
             "content-type": "application/json",
             "accept": "application/json",

@@ -204,16 +204,20 @@ def _system(value: object) -> tuple[TextBlock, ...]:
 def _message(value: object, path: str) -> Message:
     msg = _obj(value, path)
     role = msg.get("role")
-    if role not in ("user", "assistant"):
-        hint = " (put system prompts in the top-level `system` field)" if role == "system" else ""
-        _fail(f"{path}.role", f'must be "user" or "assistant", got {role!r}{hint}')
+    if role not in ("user", "assistant", "system"):
+        # Anthropic's own wording: Claude Code falls back to its compatible mode only when
+        # it reads exactly this.
+        _fail(f"{path}.role", "Input should be 'user' or 'assistant'")
     if "content" not in msg:
         _fail(f"{path}.content", "required: a string or an array of content blocks")
     content = msg["content"]
     if isinstance(content, str):
         return Message(role, (TextBlock(content),) if content else ())
     raw_blocks = _list(content, f"{path}.content")
-    return Message(role, tuple(_block(b, f"{path}.content.{i}") for i, b in enumerate(raw_blocks)))
+    blocks = tuple(_block(b, f"{path}.content.{i}") for i, b in enumerate(raw_blocks))
+    if role == "system" and not all(isinstance(b, TextBlock) for b in blocks):
+        _fail(f"{path}.content", "a system message holds text blocks only")
+    return Message(role, blocks)
 
 
 def _block(value: object, path: str) -> Block:

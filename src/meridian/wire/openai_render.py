@@ -143,6 +143,9 @@ def render_request(request: Request) -> dict[str, Any]:
     for message in request.messages:
         if message.role == "user":
             messages.extend(_user(message))
+        elif message.role == "system":
+            text = "\n\n".join(b.text for b in message.content if isinstance(b, TextBlock))
+            messages.append({"role": "system", "content": text})
         else:
             messages.append(_assistant_message(message))
     body: dict[str, Any] = {"model": request.model, "messages": messages}

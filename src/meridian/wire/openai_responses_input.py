@@ -242,11 +242,16 @@ def parse_input(raw: Any) -> tuple[list[TextBlock], list[Message]]:
             role = _role(item, param)
             content = item.get("content")
             if role in ("system", "developer"):
-                system.extend(
+                texts = [
                     b
                     for b in _parts(content, f"{param}.content", ("input_text",))
                     if isinstance(b, TextBlock)
-                )
+                ]
+                if messages:  # mid-conversation: it stays where it was said
+                    add("system", list(texts), join=False)
+                    tool_turn = False
+                else:
+                    system.extend(texts)
                 continue
             if role == "assistant":
                 # Clients send empty text next to function calls; it is no content.

@@ -174,7 +174,11 @@ def render_request(request: Request) -> dict[str, Any]:
     responses_meta = request.provider_metadata.get(RESPONSES, {})
     items: list[dict[str, Any]] = []
     for message in request.messages:
-        items.extend(_user(message) if message.role == "user" else _assistant(message))
+        if message.role == "system":
+            said = "\n\n".join(b.text for b in message.content if isinstance(b, TextBlock))
+            items.append({"type": "message", "role": "system", "content": said})
+        else:
+            items.extend(_user(message) if message.role == "user" else _assistant(message))
     body: dict[str, Any] = {"model": request.model, "input": items}
     if request.system:
         body["instructions"] = "\n\n".join(b.text for b in request.system)

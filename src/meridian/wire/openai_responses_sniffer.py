@@ -18,6 +18,7 @@ from meridian.wire.sse import SSEEvent
 _TERMINAL = frozenset({"response.completed", "response.incomplete"})
 # The only events parsed: a handful per stream.
 _PARSED = _TERMINAL | {"response.created", "response.failed", "error"}
+_PREAMBLE = frozenset({"response.created", "response.in_progress"})
 
 # The top-level type of a Responses event is the only "type" whose value starts with
 # "response." (items and parts have types like "message"), or is exactly "error".
@@ -57,8 +58,10 @@ class UsageSniffer:
         "error",
         "finished",
         "first_token",
+        "produced_chars",
         "response_id",
         "sequence_number",
+        "started",
         "usage",
     )
 
@@ -70,6 +73,10 @@ class UsageSniffer:
         self.first_token = False  # a delta of text, arguments or reasoning seen
         self.response_id: str | None = None
         self.sequence_number: int | None = None
+        # Past response.created / response.in_progress: the answer has begun (the relay
+        # commits here, so a stream that fails first can still be fallen back from).
+        self.started = False
+        self.produced_chars = 0  # content the deltas carried, roughly (for a cut stream)
 
     def feed(self, event: SSEEvent) -> None:
         data = event.data
@@ -77,8 +84,12 @@ class UsageSniffer:
         seq = _sequence(data)
         if seq is not None:
             self.sequence_number = seq
+        if name not in _PREAMBLE:
+            self.started = True
         if name.endswith(".delta"):
             self.first_token = True
+            # The event's JSON framing is ~120 characters; the rest is its content.
+            self.produced_chars += max(0, len(data) - 120)
             return
         if name not in _PARSED:
             return
