@@ -23,7 +23,7 @@ from meridian.model import (
     TextBlock,
     TextDelta,
 )
-from meridian.providers.base import Capabilities, CallContext, Operation, Relayed
+from meridian.providers.base import CallContext, Capabilities, Operation, Relayed
 
 
 class EndlessProvider:
