@@ -198,13 +198,30 @@ def _count(gw: Gateway, request: Request, status: int) -> None:
 
 
 def _model_info(gw: Gateway, alias: str) -> ModelInfo:
-    route = gw.current.router.routes_for(alias)[0]
+    """What /v1/models says of an alias: its first deployment's model as meridian's catalog
+    knows it, what the provider serving it can carry, and the config's overrides."""
+    gen = gw.current
+    route = gen.router.routes_for(alias)[0]
+    deployment = gen.settings.deployments(alias)[0]
     lim = catalog.limits(route.model)
+    caps = route.provider.capabilities
+    own = deployment.capabilities
+
+    def said(override: bool | None, known: bool) -> bool:
+        return known if override is None else override
+
     return ModelInfo(
         id=alias,
         display_name=catalog.display_name(alias),
         created=_STARTED,
-        max_input_tokens=lim.context,
+        max_input_tokens=deployment.max_input_tokens or lim.context,
         max_tokens=route.max_output_tokens,
         owned_by=route.provider_name,
+        vision=said(own.image_input, lim.vision and caps.vision),
+        pdf=said(own.pdf_input, lim.pdf and caps.documents),
+        thinking=said(own.thinking, lim.thinking and caps.thinking),
+        effort=said(own.effort, lim.effort and caps.thinking),
+        structured_output=said(
+            own.structured_outputs, lim.structured_output and caps.structured_output
+        ),
     )

@@ -197,6 +197,18 @@ ProviderConfig = Annotated[
 ]
 
 
+class ModelCapabilities(_Model):
+    """What ``/v1/models`` says a deployment's model can do, where meridian's catalog does
+    not know the model (a local one) or says otherwise. Unset: the catalog's word."""
+
+    image_input: bool | None = None
+    pdf_input: bool | None = None
+    thinking: bool | None = None
+    effort: bool | None = None
+    structured_outputs: bool | None = None
+    tools: bool | None = None
+
+
 class DeploymentConfig(_Model):
     provider: str
     model: str
@@ -204,6 +216,9 @@ class DeploymentConfig(_Model):
     default_max_tokens: int | None = Field(default=None, ge=1)
     # Requests asking for more are clamped to this.
     max_output_tokens: int | None = Field(default=None, ge=1)
+    # The model's context window, for /v1/models (default: the catalog's).
+    max_input_tokens: int | None = Field(default=None, ge=1)
+    capabilities: ModelCapabilities = Field(default_factory=ModelCapabilities)
 
 
 class Cooldown(_Model):

@@ -357,7 +357,7 @@ class FakeUpstream:
         if not data.get("stream"):
             if reply.fail == "reset":
                 reset(request)
-            rec.sent = orjson.dumps(self._body(n, reply, model))
+            rec.sent = orjson.dumps(self._body(n, reply, model, rec.path))
             return web.Response(
                 body=rec.sent,
                 headers={
@@ -366,7 +366,7 @@ class FakeUpstream:
                     **reply.headers,
                 },
             )
-        events = self._events(n, reply, model, data)
+        events = self._events(n, reply, model, data, rec.path)
         resp = web.StreamResponse(
             headers={
                 "content-type": "text/event-stream; charset=utf-8",
@@ -405,10 +405,12 @@ class FakeUpstream:
     def _id_headers(self, n: int) -> dict[str, str]:
         raise NotImplementedError
 
-    def _body(self, n: int, reply: Reply, model: str) -> dict[str, Any]:
+    def _body(self, n: int, reply: Reply, model: str, path: str = "") -> dict[str, Any]:
         raise NotImplementedError
 
-    def _events(self, n: int, reply: Reply, model: str, request: dict[str, Any]) -> list[bytes]:
+    def _events(
+        self, n: int, reply: Reply, model: str, request: dict[str, Any], path: str = ""
+    ) -> list[bytes]:
         raise NotImplementedError
 
     def _error_body(self, n: int, reply: Reply) -> dict[str, Any]:

@@ -316,7 +316,7 @@ class Call:
 
     def _estimated_count(self, route: Route) -> Answer:
         """``count_tokens`` for an upstream with no counter of its own: the estimate."""
-        self._served_by(route)
+        self.rec.provider, self.rec.upstream_model = route.provider_name, route.model
         self.rec.path = "estimate"
         self.committed = True
         count = estimate.input_tokens(self.body)

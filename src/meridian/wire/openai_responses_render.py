@@ -32,7 +32,7 @@ from meridian.model import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from meridian.wire.openai_common import STRICT_TOOLS, dumps_args
+from meridian.wire.openai_common import STRICT_TOOLS, dumps_args, end_user
 from meridian.wire.openai_responses_common import RESPONSES
 from meridian.wire.openai_responses_items import REDACTED_PREFIX
 
@@ -185,7 +185,9 @@ def render_request(request: Request) -> dict[str, Any]:
     body.update((k, meta[k]) for k in _FORWARDED if k in meta)
     if request.max_tokens is not None:
         body["max_output_tokens"] = request.max_tokens
-    for key in ("temperature", "top_p", "user"):
+    if request.user is not None:
+        body["user"] = end_user(request.user)
+    for key in ("temperature", "top_p"):
         if getattr(request, key) is not None:
             body[key] = getattr(request, key)
     if request.tools:
