@@ -249,3 +249,44 @@ def test_an_unknown_v1_endpoint_is_a_404_that_lists_what_is_served(
     with urllib.request.urlopen(gateway.url + "/metrics", timeout=10) as resp:
         metrics = resp.read().decode()
     assert 'status="404"' in metrics
+
+
+def test_models_capabilities_and_context_from_the_config(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    raw = {
+        "providers": {"local": {"type": "openai", "base_url": fake_openai.url}},
+        "models": {
+            "vision-local": {
+                "provider": "local", "model": "qwen2.5-vl:7b", "max_input_tokens": 32_768,
+                "capabilities": {"image_input": True, "structured_outputs": True},
+            },
+        },
+    }  # fmt: skip
+    with Gateway.start(raw, tmp_path) as gw:
+        model = ant(gw).models.retrieve("vision-local")
+    caps: Any = model.capabilities
+    assert model.max_input_tokens == 32_768
+    assert caps.image_input.supported and caps.structured_outputs.supported
+    assert not caps.thinking.supported  # not said: the catalog's word for an unknown model
+
+
+@pytest.mark.parametrize(
+    ("base_url", "setting", "native"),
+    [
+        ("https://api.openai.com/v1", None, True),
+        ("http://127.0.0.1:11434/v1", None, False),
+        ("http://127.0.0.1:8000/v1", True, True),
+        ("https://api.openai.com/v1", False, False),
+    ],
+)
+def test_which_openai_upstreams_serve_responses_themselves(
+    base_url: str, setting: bool | None, native: bool
+) -> None:
+    from meridian.config import OpenAIProviderConfig
+    from meridian.providers.openai import native_operations
+
+    conf = OpenAIProviderConfig.model_validate(
+        {"type": "openai", "base_url": base_url, "responses_api": setting}
+    )
+    assert ("responses" in native_operations(conf)) is native
