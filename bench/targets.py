@@ -69,6 +69,16 @@ def meridian_server(
     return Server(name, launch, "/health", workdir / f"{name}.log", {**environ, **(env or {})})
 
 
+def floor_server(workdir: Path, upstream_port: int) -> Server:
+    """The Python floor (`floor.py`): a bare Starlette + uvicorn + aiohttp pass-through."""
+
+    def launch(port: int) -> list[str]:
+        return [sys.executable, str(BENCH / "floor.py"), "--port", str(port),
+                "--upstream", f"http://127.0.0.1:{upstream_port}"]
+
+    return Server("floor", launch, "/health", workdir / "floor.log")
+
+
 def db_path(workdir: Path, port: int) -> Path:
     """The SQLite file of the meridian started on `port`."""
     return workdir / f"meridian-{port}.db"
