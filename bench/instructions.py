@@ -9,7 +9,12 @@ number of instructions a request executes does not. Each meridian runs under
 on, sends ``--requests`` requests one after another on one kept-alive connection for each
 pass-through path (plain and streamed), dumps the counts per path and divides. Everything
 the process executes is counted: the event loop, the ledger's writer thread, the metrics.
-Prints instructions per request, now ÷ before, against issue 7's bound of 5%.
+It measures three processes: meridian now, meridian at ``--baseline`` (the paths it has),
+and the Python floor (``floor.py``, a bare Starlette + uvicorn + aiohttp pass-through; the
+pass-through paths only). Prints instructions per request, and the ratios the issues set
+bounds on: now ÷ before (issue 7: the hardening within 5%), now ÷ floor (issue 8's goal: the
+floor's req/s at 0.75 of it or better, so about 1.33 of its instructions at most),
+translated ÷ pass-through (issue 8: within 1.25) and the new endpoints ÷ chat pass-through.
 """
 
 from __future__ import annotations
@@ -29,21 +34,36 @@ import hardening
 import targets
 from payloads import ANTHROPIC_ALIAS, MASTER_KEY, OPENAI_ALIAS
 from procs import Server
+from report import DASH, TIMES
 
 TOLERANCE = 0.05
-CASES = {
-    "OpenAI pass-through": ("/v1/chat/completions", OPENAI_ALIAS, False),
-    "OpenAI pass-through, streamed": ("/v1/chat/completions", OPENAI_ALIAS, True),
-    "Anthropic pass-through": ("/v1/messages", ANTHROPIC_ALIAS, False),
-    "Anthropic pass-through, streamed": ("/v1/messages", ANTHROPIC_ALIAS, True),
-}
+# label -> (path, model, stream, extra body, which variants serve it)
+ALL, NEW = ("before", "now", "floor"), ("now",)
+CASES: dict[str, tuple[str, str, bool, dict[str, object], tuple[str, ...]]] = {
+    "OpenAI pass-through": ("/v1/chat/completions", OPENAI_ALIAS, False, {}, ALL),
+    "OpenAI pass-through, streamed": ("/v1/chat/completions", OPENAI_ALIAS, True, {}, ALL),
+    "Anthropic pass-through": ("/v1/messages", ANTHROPIC_ALIAS, False, {}, ALL),
+    "Anthropic pass-through, streamed": ("/v1/messages", ANTHROPIC_ALIAS, True, {}, ALL),
+    "Translated (OpenAI client, Anthropic upstream)":
+        ("/v1/chat/completions", ANTHROPIC_ALIAS, False, {}, ("before", "now")),
+    "Translated, streamed": ("/v1/chat/completions", ANTHROPIC_ALIAS, True, {}, ("before", "now")),
+    "Responses pass-through": ("/v1/responses", OPENAI_ALIAS, False, {"input": "pong?"}, NEW),
+    "Responses pass-through, streamed":
+        ("/v1/responses", OPENAI_ALIAS, True, {"input": "pong?"}, NEW),
+    "Embeddings pass-through": ("/v1/embeddings", OPENAI_ALIAS, False, {"input": "pong"}, NEW),
+}  # fmt: skip
 
 
-def send(port: int, path: str, model: str, stream: bool, n: int) -> None:
-    body = orjson.dumps(
-        {"model": model, "max_tokens": 64, "stream": stream,
-         "messages": [{"role": "user", "content": "Reply with the single word: pong"}]}
-    )  # fmt: skip
+def send(
+    port: int, path: str, model: str, stream: bool, extra: dict[str, object], n: int
+) -> None:
+    if extra:
+        body = orjson.dumps({"model": model, **({"stream": True} if stream else {}), **extra})
+    else:
+        body = orjson.dumps(
+            {"model": model, "max_tokens": 64, "stream": stream,
+             "messages": [{"role": "user", "content": "Reply with the single word: pong"}]}
+        )  # fmt: skip
     headers = {"authorization": f"Bearer {MASTER_KEY}", "content-type": "application/json",
                "anthropic-version": "2023-06-01"}  # fmt: skip
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -71,17 +91,21 @@ def total_ir(dump: Path) -> int:
     raise RuntimeError(f"no totals in {dump}")
 
 
-def measure(server: Server, out_dir: Path, requests: int, warmup: int) -> dict[str, float]:
+def measure(
+    server: Server, variant: str, out_dir: Path, requests: int, warmup: int
+) -> dict[str, float]:
     server.start(timeout=600)  # valgrind starts Python some 30-50 times slower
     pid = str(server.pid)
     try:
         per_request: dict[str, float] = {}
-        for label, (path, model, stream) in CASES.items():
-            send(server.port, path, model, stream, warmup)
+        for label, (path, model, stream, extra, variants) in CASES.items():
+            if variant not in variants:
+                continue
+            send(server.port, path, model, stream, extra, warmup)
             before = set(out_dir.glob("callgrind.*"))
             control("--zero", pid)
             control("--instr=on", pid)
-            send(server.port, path, model, stream, requests)
+            send(server.port, path, model, stream, extra, requests)
             control("--instr=off", pid)
             control("--dump", pid)
             for _ in range(100):
@@ -93,6 +117,39 @@ def measure(server: Server, out_dir: Path, requests: int, warmup: int) -> dict[s
         return per_request
     finally:
         server.stop()
+
+
+def _ratio(a: float | None, b: float | None, bound: float | None = None) -> str:
+    if a is None or b is None:
+        return DASH
+    mark = "" if bound is None else (" ✅" if a / b <= bound else " ❌")
+    return f"{a / b:.2f}{mark}"
+
+
+def table(results: dict[str, dict[str, float]], baseline: str) -> str:
+    now, before, floor = results["now"], results["before"], results["floor"]
+    chat, chat_s = now["OpenAI pass-through"], now["OpenAI pass-through, streamed"]
+    lines = [
+        f"Instructions per request (callgrind). Bounds: now ÷ before (`{baseline}`) ≤ "
+        f"{1 + TOLERANCE:.2f}; now ÷ floor ≤ {1 / 0.75:.2f} (0.75{TIMES} the floor's req/s); "
+        "translated ÷ pass-through ≤ 1.25; a new endpoint ÷ chat pass-through ≤ 1.05.",
+        "",
+        "| path | floor | before | now | now ÷ before | now ÷ floor | vs pass-through |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label in CASES:
+        n, b, f = now.get(label), before.get(label), floor.get(label)
+        versus = DASH
+        if label.startswith("Translated"):
+            base = now["Anthropic pass-through, streamed" if "streamed" in label
+                       else "Anthropic pass-through"]  # fmt: skip
+            versus = _ratio(n, base, 1.25)
+        elif label.startswith(("Responses", "Embeddings")):
+            versus = _ratio(n, chat_s if "streamed" in label else chat, 1.05)
+        cells = [label, *(f"{v:,.0f}" if v else DASH for v in (f, b, n)),
+                 _ratio(n, b, 1 + TOLERANCE), _ratio(n, f, 1 / 0.75), versus]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,29 +168,33 @@ def main(argv: list[str] | None = None) -> int:
     try:
         baseline_src = hardening.unpack(args.baseline, workdir)
         upstream.start()
-        for variant, env in (("before", {"PYTHONPATH": str(baseline_src)}), ("now", {})):
+        for variant in ("floor", "before", "now"):
             out_dir = workdir / variant
             out_dir.mkdir()
             grind = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                     f"--callgrind-out-file={out_dir}/callgrind.%p",
-                     sys.executable, "-m", "meridian"]  # fmt: skip
-            server = targets.meridian_server(workdir, upstream.port, grind,
-                                             name=f"meridian-{variant}", env=env)  # fmt: skip
+                     f"--callgrind-out-file={out_dir}/callgrind.%p", sys.executable]
+            if variant == "floor":
+                server = Server(
+                    "floor",
+                    lambda port, g=grind: [*g, str(targets.BENCH / "floor.py"), "--port",
+                                           str(port), "--upstream",
+                                           f"http://127.0.0.1:{upstream.port}"],
+                    "/health", workdir / "floor.log",
+                )  # fmt: skip
+            else:
+                env = {"PYTHONPATH": str(baseline_src)} if variant == "before" else {}
+                server = targets.meridian_server(
+                    workdir, upstream.port, [*grind, "-m", "meridian"],
+                    name=f"meridian-{variant}", env=env, responses_api=variant == "now",
+                )  # fmt: skip
             print(f"{variant}: starting under callgrind", flush=True)
-            results[variant] = measure(server, out_dir, args.requests, args.warmup)
+            results[variant] = measure(server, variant, out_dir, args.requests, args.warmup)
     finally:
         upstream.stop()
     print(f"\nCommand: `python bench/instructions.py {' '.join(argv or sys.argv[1:])}` "
           f"({time.strftime('%Y-%m-%d')}, {time.time() - started:.0f} s, "
           f"{args.requests} requests per path).\n")
-    print(f"Instructions per request (callgrind), now vs `{args.baseline}`; bound "
-          f"≤ {1 + TOLERANCE:.2f}.\n")
-    print("| path | before | now | now ÷ before |")
-    print("|---|---|---|---|")
-    for label in CASES:
-        b, n = results["before"][label], results["now"][label]
-        ok = "✅" if n / b <= 1 + TOLERANCE else "❌"
-        print(f"| {label} | {b:,.0f} | {n:,.0f} | {n / b:.3f} {ok} |")
+    print(table(results, args.baseline))
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

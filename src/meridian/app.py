@@ -140,19 +140,20 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
             stack.push_async_callback(gw.generations.aclose)
             yield
 
+    openai_endpoints = (
+        ("/chat/completions", dialects.CHAT),
+        ("/responses", dialects.RESPONSES_ENDPOINT),
+        ("/embeddings", dialects.EMBEDDINGS),
+        ("/completions", dialects.COMPLETIONS),
+    )
+    # The busiest first: Starlette tries them in order.
     routes: list[BaseRoute] = [
+        Route("/v1/chat/completions", endpoint(dialects.CHAT), methods=["POST"]),
         Route("/v1/messages", endpoint(dialects.MESSAGES), methods=["POST"]),
         Route("/v1/messages/count_tokens", endpoint(dialects.COUNT_TOKENS), methods=["POST"]),
-        *(
-            Route(prefix + path, endpoint(ep), methods=["POST"])
-            for prefix in ("/v1", "")  # clients configured without /v1 in their base URL
-            for path, ep in (
-                ("/chat/completions", dialects.CHAT),
-                ("/responses", dialects.RESPONSES_ENDPOINT),
-                ("/embeddings", dialects.EMBEDDINGS),
-                ("/completions", dialects.COMPLETIONS),
-            )
-        ),
+        *(Route("/v1" + path, endpoint(ep), methods=["POST"]) for path, ep in openai_endpoints[1:]),
+        # For clients configured without /v1 in their base URL.
+        *(Route(path, endpoint(ep), methods=["POST"]) for path, ep in openai_endpoints),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),

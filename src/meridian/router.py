@@ -48,8 +48,12 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 8.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Route:
+    """A deployment of an alias. Compared and hashed by identity: a call keys its own
+    bookkeeping by route, and hashing the fields (a pydantic model among them) per call
+    costs more than the rest of the lookup."""
+
     alias: str
     provider_name: str
     provider: Provider

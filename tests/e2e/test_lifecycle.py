@@ -145,8 +145,10 @@ def test_sigterm_past_the_grace_period_ends_streams_with_an_error_event(
             got["plain"] = err
 
     threads = [threading.Thread(target=stream), threading.Thread(target=plain)]
-    for t in threads:
-        t.start()
+    threads[0].start()
+    while not fake_anthropic.requests:  # the stream takes the first reply, the plain call the next
+        time.sleep(0.01)
+    threads[1].start()
     for t in threads:
         t.join(60)
     code = served.stop()

@@ -23,7 +23,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,7 +38,6 @@ from meridian.errors import ClientClosed, InvalidRequest, MeridianError, Overloa
 from meridian.generation import Generation
 from meridian.http.protocol import Watch
 from meridian.model import (
-    Collector,
     DocumentBlock,
     Event,
     ImageBlock,
@@ -374,11 +372,7 @@ class Call:
             result = await route.provider.relay(self.endpoint.op, self.relay_body(route), ctx)
             assert isinstance(result, RelayedBody)
             return result
-        collector = Collector()
-        async with aclosing(route.provider.stream(self.request_for(route), ctx)) as events:
-            async for event in events:
-                collector.feed(event)
-        return collector.response()
+        return await route.provider.complete(self.request_for(route), ctx)
 
     def _answered(self, route: Route, result: RelayedBody | Response) -> Answer:
         self.committed = True

@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 
 from meridian.config import AnthropicProviderConfig
-from meridian.model import Event, Request, Usage
+from meridian.errors import ApiError
+from meridian.model import Event, Request, Response, Usage
 from meridian.providers import rules
 from meridian.providers.base import CallContext, Capabilities, Operation, Relayed
 from meridian.providers.http import HttpProvider, dumps
@@ -63,6 +64,20 @@ class AnthropicProvider(HttpProvider):
         async with aclosing(self._http.decode(resp, anthropic_wire.StreamDecoder())) as events:
             async for event in events:
                 yield event
+
+    async def complete(self, request: Request, ctx: CallContext) -> Response:
+        body = rules.apply_anthropic(request.model, anthropic_wire.render_request(request))
+        resp = await self._http.post(self._urls["messages"], dumps(body), self.headers(ctx))
+        data = await self._http.read(resp)
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            err = ApiError(f"provider `{self.name}`: the upstream's answer is not JSON", status=502)
+            err.upstream = True
+            raise err
+        return anthropic_wire.parse_response(parsed)
 
     async def relay(self, op: Operation, body: dict[str, Any], ctx: CallContext) -> Relayed:
         resp = await self._http.post(self._urls[op], dumps(body), self.headers(ctx))

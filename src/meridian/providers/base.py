@@ -25,7 +25,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from meridian.model import Event, Request, Usage
+from meridian.model import Event, Request, Response, Usage
 
 Family = Literal["anthropic", "openai"]
 Operation = Literal["messages", "chat", "responses", "embeddings", "completions", "count_tokens"]
@@ -116,6 +116,11 @@ class Provider(Protocol):
     def stream(self, request: Request, ctx: CallContext) -> AsyncGenerator[Event, None]:
         """Run ``request`` (prepared: its ``model`` is the upstream's, its ``max_tokens``
         bounded) as canonical events."""
+        ...
+
+    async def complete(self, request: Request, ctx: CallContext) -> Response:
+        """Run ``request`` for a plain (non-streamed) answer. An upstream with a plain API
+        answers in one body, far cheaper to read than a stream of events."""
         ...
 
     async def relay(self, op: Operation, body: dict[str, Any], ctx: CallContext) -> Relayed:

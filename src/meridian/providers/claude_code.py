@@ -47,10 +47,12 @@ from meridian.model import (
     BlockDelta,
     BlockStart,
     BlockStop,
+    Collector,
     Event,
     MessageDelta,
     MessageStop,
     Request,
+    Response,
     StopReason,
     Usage,
 )
@@ -102,6 +104,14 @@ class ClaudeCodeProvider:
 
     async def ready(self) -> tuple[bool, str]:
         return claude_auth.login_state(self.config)
+
+    async def complete(self, request: Request, ctx: CallContext) -> Response:
+        # The CLI only streams: the plain answer is its stream, collected.
+        collector = Collector()
+        async with aclosing(self.stream(request, ctx)) as events:
+            async for event in events:
+                collector.feed(event)
+        return collector.response()
 
     async def relay(self, op: Operation, body: dict[str, Any], ctx: CallContext) -> Relayed:
         raise NotImplementedError("claude-code relays no operation: it has no native API")

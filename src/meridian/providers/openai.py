@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from meridian.config import OpenAIProviderConfig
-from meridian.model import Event, Request, Usage
+from meridian.model import Event, Request, Response, Usage
 from meridian.providers import rules
 from meridian.providers.base import CallContext, Capabilities, Operation, Relayed
 from meridian.providers.http import HttpProvider, Sniffer, dumps
@@ -103,6 +103,11 @@ class OpenAIProvider(HttpProvider):
         ) as events:
             async for event in events:
                 yield event
+
+    async def complete(self, request: Request, ctx: CallContext) -> Response:
+        body = rules.apply_openai(request.model, openai_chat.render_request(request))
+        resp = await self._http.post(self._urls["chat"], dumps(body), self._headers)
+        return openai_chat.parse_response(_json(await self._http.read(resp)), provider=self.name)
 
     async def relay(self, op: Operation, body: dict[str, Any], ctx: CallContext) -> Relayed:
         streaming = body.get("stream") is True
