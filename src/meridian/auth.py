@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -78,6 +79,21 @@ class Admission(Protocol):
     def settle(self, principal: Principal, ticket: Any, usage: Usage) -> None: ...
 
 
+# The principal of the API call this task serves, set when `Authenticator.authenticate`
+# admits it. Context variables follow the call into the tasks it starts (a stream's pump), so
+# a provider that keeps state per caller reads it there, through `CallContext.caller`.
+CALLER: ContextVar[Principal | None] = ContextVar("meridian_caller", default=None)
+
+
+def caller_id() -> str | None:
+    """A stable name for the current call's key (``master`` or ``key:<id>``), never the key
+    itself; None outside an authenticated call."""
+    principal = CALLER.get()
+    if principal is None:
+        return None
+    return MASTER if principal.key_id is None else f"key:{principal.key_id}"
+
+
 def presented_key(headers: Mapping[str, str]) -> str | None:
     key = headers.get("x-api-key")
     if key:
@@ -108,9 +124,11 @@ class Authenticator:
                 "missing API key: send it as the x-api-key header or as Authorization: Bearer <key>"
             )
         if self.is_master(secret):
+            CALLER.set(self._master_principal)
             return self._master_principal
         if self._resolver is not None:
             principal = await self._resolver.resolve(secret)
             if principal is not None:
+                CALLER.set(principal)
                 return principal
         raise AuthenticationFailed("invalid API key")

@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from meridian.auth import caller_id
 from meridian.model import Event, Request, Usage
 
 Wire = Literal["anthropic", "openai"]
@@ -37,6 +38,10 @@ class CallContext:
     # this attempt. The framework enforces it; a provider whose upstream is a process (the
     # Claude CLI) also hands it on.
     deadline: float | None = None
+    # Which client key is calling (``master`` or ``key:<id>``, never the secret), for state a
+    # provider keeps per caller and must never share across callers (the Claude provider's
+    # live processes). Taken from the authenticated call this context is built in.
+    caller: str | None = field(default_factory=caller_id)
 
 
 @dataclass(slots=True)
