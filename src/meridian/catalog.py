@@ -30,10 +30,15 @@ _TABLE: dict[str, ModelLimits] = {
     "claude-haiku-4": ModelLimits(200_000, 64_000, 8_192),
     "claude-3-5-haiku": ModelLimits(200_000, 8_192, 4_096),
     "claude-3-7-sonnet": ModelLimits(200_000, 64_000, 8_192),
-    # The Claude CLI's own short names (subscription provider).
-    "haiku": ModelLimits(200_000, 64_000, 8_192),
-    "sonnet": ModelLimits(200_000, 64_000, 8_192),
-    "opus": ModelLimits(200_000, 32_000, 8_192),
+    # The newest families, as the pinned Claude CLI (2.1.327) reports them.
+    "claude-opus-4-8": ModelLimits(1_000_000, 64_000, 8_192),
+    "claude-haiku-5": ModelLimits(1_000_000, 128_000, 8_192),
+    "claude-sonnet-5": ModelLimits(1_000_000, 128_000, 8_192),
+    "claude-opus-5": ModelLimits(1_000_000, 128_000, 8_192),
+    # The Claude CLI's own short names (subscription provider): its newest of each family.
+    "haiku": ModelLimits(1_000_000, 128_000, 8_192),
+    "sonnet": ModelLimits(1_000_000, 128_000, 8_192),
+    "opus": ModelLimits(1_000_000, 128_000, 8_192),
     "gpt-4o": ModelLimits(128_000, 16_384, 4_096),
     "gpt-4.1": ModelLimits(1_047_576, 32_768, 4_096),
     "gpt-5": ModelLimits(400_000, 128_000, 8_192),
