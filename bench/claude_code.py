@@ -36,11 +36,11 @@ from procs import free_port
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from meridian.claude_process import BUNDLED_CLI  # noqa: E402
 from meridian.config import ClaudeCodeProviderConfig  # noqa: E402
 from meridian.model import BlockDelta, Message, MessageStop, Request, TextBlock  # noqa: E402
 from meridian.providers.base import CallContext  # noqa: E402
-from meridian.providers.claude_code import ClaudeCodeProvider  # noqa: E402
+from meridian.providers.claude import ClaudeCodeProvider  # noqa: E402
+from meridian.providers.claude.command import BUNDLED_CLI  # noqa: E402
 
 DOC = ROOT / "docs" / "claude-code.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"

@@ -16,7 +16,7 @@ from fakes import FakeAnthropic
 from meridian.errors import MeridianError, Overloaded, Timeout
 from meridian.model import BlockDelta, Event
 from meridian.providers.base import CallContext
-from meridian.providers.claude_code import ClaudeCodeProvider
+from meridian.providers.claude import ClaudeCodeProvider
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +138,7 @@ import asyncio, signal, sys
 sys.path[:0] = {paths!r}
 from claude_helpers import ask
 from meridian.providers.base import CallContext
-from meridian.providers.claude_code import ClaudeCodeProvider
+from meridian.providers.claude import ClaudeCodeProvider
 from meridian.config import ClaudeCodeProviderConfig
 
 async def main():
