@@ -22,6 +22,7 @@ from claude_helpers import (
     wait_gone,
     write_oauth_login,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from fakes import FakeAnthropic
 from harness import Gateway
@@ -205,6 +206,58 @@ def test_disconnects_mid_stream_leave_nothing_behind(
     assert provider.in_flight == 0 and provider.status()["processes"]["idle"] == 0
     assert listing(tmp_path / "claude" / "sessions") in (None, [])
     assert listing(provider.processes.scratch) == []  # every run's home and temp files
+
+
+def test_the_subscription_windows_show_in_ready_and_metrics(
+    gateway: Gateway, fake_anthropic: FakeAnthropic
+) -> None:
+    now = int(time.time())
+    prefix = "anthropic-ratelimit-unified-"
+    fake_anthropic.reply_text(
+        "hi",
+        headers={
+            prefix + "status": "allowed",
+            prefix + "5h-status": "allowed",
+            prefix + "5h-utilization": "0.42",
+            prefix + "5h-reset": str(now + 3600),
+            prefix + "7d-status": "allowed",
+            prefix + "7d-utilization": "0.91",
+            prefix + "7d-reset": str(now + 86400),
+            prefix + "7d-surpassed-threshold": "0.9",
+            prefix + "representative-claim": "seven_day",
+            prefix + "reset": str(now + 86400),
+        },
+    )
+    client = anthropic.Anthropic(base_url=gateway.url, api_key=gateway.key, max_retries=0)
+    client.messages.create(
+        model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
+
+    status = _get(gateway.url + "/ready", gateway.key)["providers"]["claude"]["status"]
+    assert status["rate_limits"] == [
+        {"window": "five_hour", "status": "allowed", "utilization": 0.42,
+         "resets_at": now + 3600},
+        {"window": "seven_day", "status": "allowed", "utilization": 0.91,
+         "resets_at": now + 86400},
+    ]  # fmt: skip
+    assert status["processes"]["spawns"] == 1 and status["processes"]["busy"] == 0
+    with urllib.request.urlopen(gateway.url + "/metrics", timeout=10) as resp:
+        families = text_string_to_metric_families(resp.read().decode())
+    series = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in families
+        for sample in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return series[(name, tuple(sorted({"provider": "claude", **labels}.items())))]
+
+    assert value("meridian_provider_window_utilization", window="five_hour") == 0.42
+    assert value("meridian_provider_window_utilization", window="seven_day") == 0.91
+    assert value("meridian_provider_window_resets_at_seconds", window="five_hour") == now + 3600
+    assert value("meridian_provider_processes", state="busy") == 0
+    assert value("meridian_provider_processes", state="idle") == 1  # kept for the next turn
+    assert value("meridian_provider_continuations_total", outcome="miss") == 0
 
 
 def _settles(condition: Callable[[], bool], within_s: float = 10.0) -> bool:
