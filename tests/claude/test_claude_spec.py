@@ -77,8 +77,14 @@ def test_earlier_turns_become_history_and_the_last_the_turn() -> None:
             "messages.2: tool_result for tool_use_id 't9'",
         ),
         ((Message("user", (ToolResultBlock("t1"),)),), "tool_use_id 't1'"),
+        # A call left unanswered: the CLI would answer it itself, "[Tool call interrupted…]".
+        (
+            (ASK, CALLS, Message("user", (ToolResultBlock("t1", (TextBlock("x"),)),))),
+            "messages.2: no tool_result for tool_use_id 't2'",
+        ),
+        ((ASK, CALLS, Message("user", (TextBlock("never mind"),))), "'t1', 't2'"),
     ],
-    ids=["prefill", "unknown-id", "no-call-at-all"],
+    ids=["prefill", "unknown-id", "no-call-at-all", "one-unanswered", "none-answered"],
 )
 def test_requests_the_cli_cannot_take_faithfully_are_400(
     messages: tuple[Message, ...], wanted: str

@@ -164,24 +164,35 @@ def answer_turn(blocks: Sequence[Block]) -> Turn | None:
 
 
 def _check_tool_results(turns: Sequence[Turn]) -> None:
-    """Every tool_result answers a call of the turn just before it, as the API requires. The
-    CLI would otherwise drop the client's result and send an invented one upstream."""
+    """Tool calls and results pair up turn by turn, as the API requires. The CLI would
+    otherwise drop a client's result it cannot place and send an invented one upstream
+    ("[Tool call interrupted…]"), for a result that is missing too."""
     for i, turn in enumerate(turns):
         if turn["role"] != "user":
             continue
         previous = turns[i - 1] if i else None
-        calls = {
+        calls = [
             b["id"]
             for b in (previous["content"] if previous and previous["role"] == "assistant" else ())
             if b["type"] == "tool_use"
-        }
+        ]
+        answered = set()
         for block in turn["content"]:
-            if block["type"] == "tool_result" and block["tool_use_id"] not in calls:
-                raise InvalidRequest(
-                    f"messages.{i}: tool_result for tool_use_id {block['tool_use_id']!r}, "
-                    "which the previous assistant turn does not contain",
-                    param="messages",
-                )
+            if block["type"] == "tool_result":
+                if block["tool_use_id"] not in calls:
+                    raise InvalidRequest(
+                        f"messages.{i}: tool_result for tool_use_id {block['tool_use_id']!r}, "
+                        "which the previous assistant turn does not contain",
+                        param="messages",
+                    )
+                answered.add(block["tool_use_id"])
+        missing = [c for c in calls if c not in answered]
+        if missing:
+            raise InvalidRequest(
+                f"messages.{i}: no tool_result for tool_use_id {', '.join(map(repr, missing))} "
+                "of the previous assistant turn",
+                param="messages",
+            )
 
 
 def _clean(turn: dict[str, Any]) -> dict[str, Any]:
