@@ -9,6 +9,7 @@ from claude_agent_sdk import (
     RateLimitInfo,
     ResultMessage,
     StreamEvent,
+    SystemMessage,
 )
 from claude_agent_sdk import TextBlock as SdkText
 
@@ -64,7 +65,8 @@ def _result(**fields: object) -> ResultMessage:
 def test_one_message_per_turn_with_our_final_delta() -> None:
     relay = EventRelay("claude", cost_before=0.05)
     events = []
-    for message in [*_message("msg_1", "a"), *_message("msg_2", "b"), _result()]:
+    init = SystemMessage("init", {"type": "system", "subtype": "init", "model": "claude-x-1"})
+    for message in [init, *_message("msg_1", "a"), *_message("msg_2", "b"), _result()]:
         events.extend(relay.feed(message))
 
     assert sum(isinstance(e, MessageStart) for e in events) == 1
@@ -78,7 +80,7 @@ def test_one_message_per_turn_with_our_final_delta() -> None:
     assert (final.usage.cache_read_tokens, final.usage.cost_usd) == (4, 0.2)
     assert Collector().feed_all(events).content == (TextBlock("a"), TextBlock("b"))
     assert BlockDelta(1, TextDelta("b")) in events
-    assert relay.clean and relay.model == "claude-x-1"
+    assert relay.clean and relay.model == relay.cli_model == "claude-x-1"
 
 
 @pytest.mark.parametrize("stop", ["max_tokens", "refusal"])

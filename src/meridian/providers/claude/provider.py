@@ -117,5 +117,6 @@ class ClaudeCodeProvider:
     def _learn(self, relay: EventRelay, model: str) -> None:
         if relay.rate_limit is not None:
             self.windows.update(relay.rate_limit)
-        if relay.model and relay.model != model:
-            self.models[model] = relay.model
+        # What the CLI itself resolved a shorthand to: the id it compares transcripts with.
+        if relay.cli_model and relay.cli_model != model:
+            self.models[model] = relay.cli_model

@@ -24,6 +24,7 @@ from claude_agent_sdk import (
     RateLimitInfo,
     ResultMessage,
     StreamEvent,
+    SystemMessage,
 )
 
 from meridian.errors import (
@@ -59,6 +60,7 @@ class EventRelay:
         self.ended_early = False  # at an upstream max_tokens / refusal: the CLI must stop
         self.clean = False  # ended at the CLI's own result, successfully
         self.model: str | None = None  # the model the upstream says answered
+        self.cli_model: str | None = None  # the exact id the CLI resolved --model to
         self.rate_limit: RateLimitInfo | None = None  # the latest the CLI reported
         self._decoder: StreamDecoder | None = None
         self._started = False
@@ -84,6 +86,9 @@ class EventRelay:
                 self._unstreamed = True
         elif isinstance(message, RateLimitEvent):
             self.rate_limit = message.rate_limit_info
+        elif isinstance(message, SystemMessage) and message.subtype == "init":
+            model = message.data.get("model")
+            self.cli_model = model if isinstance(model, str) else self.cli_model
         elif isinstance(message, ResultMessage):
             return self._result(message)
         return []
