@@ -193,10 +193,13 @@ class CliProcess:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.client.disconnect(), 8)
         finally:
-            self.transport.signal(signal.SIGKILL)
+            proc = self.transport.process
+            if proc is not None and proc.returncode is None:  # the graceful stop failed
+                self.transport.signal(signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 2)
             await asyncio.to_thread(shutil.rmtree, self.root, True)
             self._forget_transcript()
-            proc = self.transport.process
             if pid is not None and proc is not None and (proc.returncode or 0) < 0:
                 # Killed, it could not remove its session record (<pid>.json, <pid>.<h>.key).
                 for record in (self.config.config_dir / "sessions").glob(f"{pid}.*"):
