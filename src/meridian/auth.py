@@ -31,6 +31,12 @@ class Principal:
     budget_usd_month: float | None = None
 
     @property
+    def caller(self) -> str:
+        """A stable name for this key (``master`` or ``key:<id>``), never the key itself:
+        what a provider keys per-caller state by."""
+        return MASTER if self.key_id is None else f"key:{self.key_id}"
+
+    @property
     def token_limited(self) -> bool:
         """Has a limit that a call's estimated cost is reserved against."""
         return (

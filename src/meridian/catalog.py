@@ -45,10 +45,15 @@ _TABLE: dict[str, ModelLimits] = {
     "claude-haiku-4": ModelLimits(200_000, 64_000, 8_192, **_CLAUDE),
     "claude-3-5-haiku": ModelLimits(200_000, 8_192, 4_096, pdf=True),
     "claude-3-7-sonnet": ModelLimits(200_000, 64_000, 8_192, **_CLAUDE),
-    # The Claude CLI's own short names (subscription provider).
-    "haiku": ModelLimits(200_000, 64_000, 8_192, **_CLAUDE),
-    "sonnet": ModelLimits(200_000, 64_000, 8_192, **_CLAUDE),
-    "opus": ModelLimits(200_000, 32_000, 8_192, **_CLAUDE),
+    # The newest families, as the pinned Claude CLI (2.1.327) reports them.
+    "claude-opus-4-8": ModelLimits(1_000_000, 64_000, 8_192, **_CLAUDE_EFFORT),
+    "claude-haiku-5": ModelLimits(1_000_000, 128_000, 8_192, **_CLAUDE_EFFORT),
+    "claude-sonnet-5": ModelLimits(1_000_000, 128_000, 8_192, **_CLAUDE_EFFORT),
+    "claude-opus-5": ModelLimits(1_000_000, 128_000, 8_192, **_CLAUDE_EFFORT),
+    # The Claude CLI's own short names (subscription provider): its newest of each family.
+    "haiku": ModelLimits(1_000_000, 128_000, 8_192, **_CLAUDE_EFFORT),
+    "sonnet": ModelLimits(1_000_000, 128_000, 8_192, **_CLAUDE_EFFORT),
+    "opus": ModelLimits(1_000_000, 128_000, 8_192, **_CLAUDE_EFFORT),
     "gpt-4o": ModelLimits(128_000, 16_384, 4_096, pdf=True),
     "gpt-4.1": ModelLimits(1_047_576, 32_768, 4_096, pdf=True),
     "gpt-5": ModelLimits(400_000, 128_000, 8_192, pdf=True, **_REASONING),

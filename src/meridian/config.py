@@ -180,15 +180,30 @@ class ClaudeCodeProviderConfig(_ProviderBase):
     type: Literal["claude-code"]
     config_dir: Path = Field(default_factory=lambda: data_dir() / "claude")
     env: dict[str, str] = Field(default_factory=dict)
+    # CLI processes at once, idle ones (kept for a conversation's next turn) included.
     max_concurrency: int = Field(default=4, ge=1)
     max_queue: int = Field(default=32, ge=0)
     queue_timeout_s: float = Field(default=30, gt=0)
     request_timeout_s: float = Field(default=600, gt=0)
+    # How long a process that answered stays alive for the same caller's next turn of the
+    # same conversation (a tool result, a follow-up); 0: every request spawns its own.
+    continuation_ttl_s: float = Field(default=120, ge=0)
+    # Processes started ahead for a caller's next first turn with the same system prompt,
+    # tools and model.
+    warm_spares: int = Field(default=0, ge=0)
+    # The resident memory all idle processes together may hold; the oldest go first.
+    live_memory_mb: int = Field(default=1024, ge=0)
 
     @field_validator("config_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @model_validator(mode="after")
+    def _spares_leave_room(self) -> ClaudeCodeProviderConfig:
+        if self.warm_spares and self.warm_spares >= self.max_concurrency:
+            raise ValueError("warm_spares must be below max_concurrency (spares take slots)")
+        return self
 
 
 ProviderConfig = Annotated[
@@ -392,6 +407,17 @@ _DEFAULT_DIRECT: dict[str, tuple[str, dict[str, Any], list[str]]] = {
 }
 
 
+_CLAUDE_MODELS = (
+    "claude-haiku-4-5",
+    "claude-sonnet-4-6",
+    "claude-opus-4-7",
+    "claude-haiku-5-5",
+    "claude-sonnet-5-5",
+    "claude-opus-5-5",
+)
+_CLAUDE_FAMILIES = ("haiku", "sonnet", "opus")
+
+
 def default_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     providers: dict[str, Any] = {}
@@ -401,13 +427,12 @@ def default_settings(env: Mapping[str, str] | None = None) -> Settings:
             providers[name] = {**conf, "api_key": env[var]}
             models.update({a: {"provider": name, "model": a} for a in aliases})
     # The Claude subscription, through the official CLI; logged in with `meridian auth login`.
+    # Exact model ids (a name must mean one model), and the CLI's family shorthands, which
+    # follow its newest model of the family, under names that say so.
     providers["claude"] = {"type": "claude-code"}
+    models.update({m: {"provider": "claude", "model": m} for m in _CLAUDE_MODELS})
     models.update(
-        {
-            "claude-haiku-4-5": {"provider": "claude", "model": "haiku"},
-            "claude-sonnet-4-6": {"provider": "claude", "model": "sonnet"},
-            "claude-opus-4-7": {"provider": "claude", "model": "opus"},
-        }
+        {f"claude-{f}-latest": {"provider": "claude", "model": f} for f in _CLAUDE_FAMILIES}
     )
     raw: dict[str, Any] = {"providers": providers, "models": models}
     if env.get("MERIDIAN_MASTER_KEY"):

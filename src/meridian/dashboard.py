@@ -127,6 +127,7 @@ def routes(
                     "queue_depth": s.queue_depth,
                     "in_flight": s.in_flight,
                     "limited_until": s.limited_until,
+                    "status": s.status,
                 }
                 for s in states
                 if s.name in providers

@@ -19,6 +19,9 @@ Series, all prefixed ``meridian_``:
   upstream_attempts_failed_total{provider,type}      (attempts retried or fallen back from)
   provider_ready{provider}  provider_queue_depth{provider}  provider_in_flight{provider}
   provider_limited_until_seconds{provider}  ledger_pending_records  ledger_dropped_records_total
+  provider_processes{provider,state}  provider_continuations_total{provider,outcome}
+  provider_process_evictions_total{provider,reason}  provider_window_utilization{provider,window}
+  provider_window_resets_at_seconds{provider,window}  (from a provider's optional ``status()``)
   ledger_write_failures_total  ledger_healthy  deployment_state{provider,model}
   deployment_open_until_seconds{provider,model}  http_shed_connections_total
   http_request_timeouts_total  http_oversized_heads_total  config_generation
@@ -64,11 +67,14 @@ class ProviderState:
     in_flight: int | None = None
     # Unix seconds until which the upstream said "rate limited" (the subscription's reset).
     limited_until: float | None = None
+    # A provider's own ``status()``, passed through to /ready and the dashboard; the keys
+    # ``processes`` and ``rate_limits`` also become series (see `_status_series`).
+    status: Mapping[str, Any] | None = None
 
 
 async def probe(name: str, provider: Any, timeout_s: float = 2.0) -> ProviderState:
-    """A provider's state from its optional ``ready()``, ``queue_depth``, ``in_flight`` and
-    ``limited_until`` attributes. Never raises: a failing probe reads as not ready."""
+    """A provider's state from its optional ``ready()``, ``queue_depth``, ``in_flight``,
+    ``limited_until`` and ``status()``. Never raises: a failing probe reads as not ready."""
     ready, reason = True, "ok"
     check = getattr(provider, "ready", None)
     if check is not None:
@@ -79,6 +85,12 @@ async def probe(name: str, provider: Any, timeout_s: float = 2.0) -> ProviderSta
         except Exception as exc:
             ready, reason = False, f"readiness check failed: {type(exc).__name__}"
     limited = _number(provider, "limited_until")
+    status = None
+    if callable(getattr(provider, "status", None)):
+        try:
+            status = provider.status()
+        except Exception as exc:
+            status = {"error": type(exc).__name__}
     return ProviderState(
         name,
         bool(ready),
@@ -86,6 +98,7 @@ async def probe(name: str, provider: Any, timeout_s: float = 2.0) -> ProviderSta
         queue_depth=_int(provider, "queue_depth"),
         in_flight=_int(provider, "in_flight"),
         limited_until=limited if limited and limited > time.time() else None,
+        status=status if isinstance(status, Mapping) else None,
     )
 
 
@@ -314,6 +327,7 @@ class _StateCollector:
             if state.in_flight is not None:
                 active.add_metric([state.name], state.in_flight)
         out: list[Metric] = [ready, depth, active, limited]
+        out += _status_series(self._m._states.values())
         ledger = self._m._ledger
         if ledger is not None:
             pending = GaugeMetricFamily(
@@ -336,6 +350,51 @@ class _StateCollector:
         for extra in self._m._extra:
             out.extend(extra())
         return out
+
+
+def _status_series(states: Iterable[ProviderState]) -> list[Metric]:
+    """Series from providers' ``status()``: ``processes`` (``busy``, ``idle``, ``spares``,
+    ``hits``, ``misses``, ``evictions`` by reason) and ``rate_limits`` (a list of windows with
+    ``window``, ``utilization``, ``resets_at``)."""
+    procs = GaugeMetricFamily(
+        "meridian_provider_processes", "Provider processes by state (the Claude CLI).",
+        labels=["provider", "state"],
+    )  # fmt: skip
+    continued = CounterMetricFamily(
+        "meridian_provider_continuations",
+        "Requests that could continue a live process: served by it (hit) or not (miss).",
+        labels=["provider", "outcome"],
+    )  # fmt: skip
+    evicted = CounterMetricFamily(
+        "meridian_provider_process_evictions", "Idle processes stopped early, by reason.",
+        labels=["provider", "reason"],
+    )  # fmt: skip
+    used = GaugeMetricFamily(
+        "meridian_provider_window_utilization",
+        "Share (0-1) of a subscription usage window used, as the upstream last reported it.",
+        labels=["provider", "window"],
+    )  # fmt: skip
+    resets = GaugeMetricFamily(
+        "meridian_provider_window_resets_at_seconds", "Unix time a usage window resets.",
+        labels=["provider", "window"],
+    )  # fmt: skip
+    for state in states:
+        status = state.status or {}
+        p = status.get("processes")
+        if isinstance(p, Mapping):
+            for key in ("busy", "idle", "spares"):
+                procs.add_metric([state.name, key], float(p.get(key) or 0))
+            for key in ("hit", "miss"):
+                continued.add_metric([state.name, key], float(p.get(key + "s") or 0))
+            for reason, n in (p.get("evictions") or {}).items():
+                evicted.add_metric([state.name, str(reason)], float(n))
+        for window in status.get("rate_limits") or ():
+            name = str(window.get("window"))
+            if window.get("utilization") is not None:
+                used.add_metric([state.name, name], float(window["utilization"]))
+            if window.get("resets_at") is not None:
+                resets.add_metric([state.name, name], float(window["resets_at"]))
+    return [procs, continued, evicted, used, resets]
 
 
 def metrics_route(

@@ -134,7 +134,9 @@ class Runtime:
             "models": gen.router.aliases,
             "servable": now_ok,
             "providers": {
-                name: {"ready": s.ready, "detail": s.reason} for name, s in states.items()
+                name: {"ready": s.ready, "detail": s.reason}
+                | ({"status": dict(s.status)} if s.status else {})
+                for name, s in states.items()
             },
             "deployments": [st.as_dict(now) for st in health.states()] if health else [],
         }

@@ -20,7 +20,7 @@ import pytest
 
 from fakes import FakeAnthropic, FakeOpenAI
 from harness import Gateway
-from meridian.claude_process import default_cli
+from meridian.providers.claude.command import default_cli
 
 SCHEMA = {
     "type": "object",

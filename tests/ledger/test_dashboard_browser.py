@@ -12,6 +12,7 @@ locally and fails under CI.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import shutil
@@ -107,6 +108,36 @@ def traffic(url: str, keys: dict[str, str], fake_openai: FakeOpenAI) -> int:
     return sent
 
 
+def subscription(config_dir: Path, upstream: str) -> dict[str, Any]:
+    """A Claude subscription provider (the real bundled CLI) with a stored claude.ai login."""
+    config_dir.mkdir(parents=True)
+    login = {"accessToken": "sk-ant-oat01-fake", "refreshToken": "sk-ant-ort01-fake",
+             "expiresAt": int((time.time() + 3600) * 1000), "subscriptionType": "max",
+             "scopes": ["user:inference", "user:profile", "user:sessions:claude_code"]}  # fmt: skip
+    (config_dir / ".credentials.json").write_text(json.dumps({"claudeAiOauth": login}))
+    return {"type": "claude-code", "config_dir": str(config_dir),
+            "env": {"ANTHROPIC_BASE_URL": upstream}}  # fmt: skip
+
+
+def subscription_call(url: str, secret: str, fake: FakeAnthropic) -> int:
+    """One answer through the CLI; the upstream reports the subscription's usage windows."""
+    now = int(time.time())
+    unified = "anthropic-ratelimit-unified-"
+    fake.reply_text(
+        "From the subscription.",
+        headers={unified + "status": "allowed", unified + "representative-claim": "seven_day",
+                 unified + "5h-status": "allowed", unified + "5h-utilization": "0.42",
+                 unified + "5h-reset": str(now + 3600), unified + "7d-status": "allowed",
+                 unified + "7d-utilization": "0.91", unified + "7d-reset": str(now + 86400),
+                 unified + "reset": str(now + 86400)},
+    )  # fmt: skip
+    with anthropic.Anthropic(base_url=url, api_key=secret, max_retries=0) as client:
+        client.messages.create(
+            model="claude-sub", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+        )
+    return 1
+
+
 def seed_history(db: Path) -> int:
     """A day of older traffic (2 to 24 hours ago) so the 24h charts look like a real day;
     the assertions about the real requests use the last hour, which this leaves empty."""
@@ -159,12 +190,16 @@ def browser() -> Iterator[Any]:
 def test_dashboard_in_chromium(
     browser: Any, fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, tmp_path: Path
 ) -> None:
-    conf = settings(upstreams(fake_openai.url, fake_anthropic.url), tmp_path)
+    raw = upstreams(fake_openai.url, fake_anthropic.url)
+    raw["providers"]["sub"] = subscription(tmp_path / "claude", fake_anthropic.url)
+    raw["models"]["claude-sub"] = {"provider": "sub", "model": "claude-haiku-4-5"}
+    conf = settings(raw, tmp_path)
     keys = create_keys(conf.storage.path, "pulse", "notes", "ci-bot")
     seeded = seed_history(conf.storage.path)
     wired = wire(conf)
     with LoopbackServer(wired.app) as server:
         sent = traffic(server.url, keys, fake_openai)
+        sent += subscription_call(server.url, keys["notes"], fake_anthropic)
         context = browser.new_context(viewport={"width": 1360, "height": 900})
         page = context.new_page()
         page.set_default_timeout(15_000)
@@ -209,6 +244,13 @@ def test_dashboard_in_chromium(
         key_legend = page.inner_text("#chart-requests-key .legend")
         assert all(name in key_legend for name in ("pulse", "notes", "ci-bot"))
         assert "ready" in page.inner_text("#providers")
+        # The subscription's usage windows and its live CLI process (kept for the next turn).
+        windows = page.inner_text("#windows")
+        assert "five-hour" in windows and "42%" in windows
+        assert "seven-day" in windows and "91%" in windows
+        processes = page.locator("#processes tbody tr").first.locator("td")
+        assert processes.nth(0).inner_text() == "sub"
+        assert [processes.nth(i).inner_text() for i in (1, 2, 8)] == ["0", "1", "1"]
         keys_table = page.inner_text("#keys")
         assert "pulse" in keys_table and "ci-bot" in keys_table
         errors = page.inner_text("#errors")

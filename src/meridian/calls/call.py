@@ -330,6 +330,7 @@ class Call:
             self.rec.request_id,
             forward_headers={h: v for h in _FORWARDED if (v := headers.get(h))},
             deadline=deadline,
+            caller=self.principal.caller if self.principal is not None else None,
         )
 
     def request_for(self, route: Route) -> Request:

@@ -64,6 +64,10 @@ class CallContext:
     # this attempt. The framework enforces it; a provider whose upstream is a process (the
     # Claude CLI) also hands it on.
     deadline: float | None = None
+    # Which client key is calling (``master`` or ``key:<id>``, never the secret), for state a
+    # provider keeps per caller and must never share across callers (the Claude provider's
+    # live processes).
+    caller: str | None = None
 
 
 @dataclass(slots=True)

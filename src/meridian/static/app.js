@@ -168,6 +168,24 @@
         [p.limited_until ? when(p.limited_until) : "–", p.limited_until ? "warn" : ""]];
     }, "no providers configured");
 
+    const windows = d.providers.flatMap((p) => ((p.status || {}).rate_limits || [])
+      .map((w) => ({ provider: p.name, ...w })));
+    fillTable("windows", windows, (w) => {
+      const used = w.utilization === null || w.utilization === undefined ? null : w.utilization;
+      return [[w.provider], [w.window.replace(/_/g, "-")],
+        [used === null ? "–" : Math.round(used * 100) + "%", used >= 0.8 ? "num warn" : "num"],
+        [w.status || "–", w.status === "rejected" ? "warn" : ""],
+        [w.resets_at ? when(w.resets_at) : "–"]];
+    }, "no usage windows reported (a claude.ai login reports them with each answer)");
+
+    const live = d.providers.filter((p) => p.status && p.status.processes)
+      .map((p) => ({ provider: p.name, ...p.status.processes }));
+    fillTable("processes", live, (p) => [[p.provider], [p.busy, "num"], [p.idle, "num"],
+      [p.spares, "num"], [p.limit, "num"], [p.idle_rss_mb, "num"], [p.hits, "num"],
+      [p.misses, "num"], [p.spawns, "num"],
+      [Object.entries(p.evictions || {}).map(([k, v]) => `${k} ${v}`).join(", ") || "–"]],
+      "no provider runs processes");
+
     fillTable("deployments", d.deployments, (s) => {
       const cls = s.state === "open" ? "badge bad" : s.state === "half_open" ? "badge warn" : "badge ok";
       return [[`${s.provider}/${s.model}`], el("span", s.state.replace("_", "-"), cls),
