@@ -68,6 +68,10 @@ def configure(level: int | str = "INFO", stream: TextIO | None = None) -> loggin
     """JSON lines on ``stream`` (default stdout) for every logger. Replaces the handler an
     earlier call installed (calling it twice does not double the lines) and leaves other
     handlers alone. Returns the handler."""
+    # What a JSON line never shows, not gathered for every record (the logging HOWTO's
+    # "Optimization"): the caller's file and line, thread, process and process name.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, _HANDLER_MARK, False):

@@ -30,7 +30,11 @@ log = logging.getLogger("meridian.calls")
 
 async def handle(gw: Gateway, endpoint: Endpoint, request: Request) -> Response:
     call = Call(
-        gw, endpoint, path=request.url.path, headers=request.headers, watch=watch_of(request.scope)
+        gw,
+        endpoint,
+        path=request.scope["path"],
+        headers=request.headers,
+        watch=watch_of(request.scope),
     )
     call.task = asyncio.current_task()
     body_read = False
