@@ -142,10 +142,7 @@ class Pump(Generic[T]):
             if not self._items and not self._done and wait == self.keepalive_s:
                 return IDLE
         item = self._items.popleft()
-        space = self._space
-        if space is not None and not space.done():
-            self._space = None
-            space.set_result(None)
+        self._make_space()
         if isinstance(item, _End):
             self._done = self.finished = True
             return None
@@ -154,6 +151,24 @@ class Pump(Generic[T]):
             raise item.exc
         self.last_at = self._loop.time()
         return item
+
+    def get_nowait(self) -> T | None:
+        """The next item if the source has already produced it, else None; never the end
+        or a failure (the next `get` reports those). Lets the consumer send what arrived
+        together in one write."""
+        items = self._items
+        if not items or isinstance(items[0], _End | _Failed):
+            return None
+        item = items.popleft()
+        self._make_space()
+        self.last_at = self._loop.time()
+        return item  # type: ignore[return-value]
+
+    def _make_space(self) -> None:
+        space = self._space
+        if space is not None and not space.done():
+            self._space = None
+            space.set_result(None)
 
     def push_front(self, item: T) -> None:
         """Put back an item taken with `get` (the commit point peeks at the first one)."""

@@ -140,6 +140,8 @@ async def _relayed_body(
                 if not relay.finished:  # no keep-alive after the terminal event
                     yield keepalive
                 continue
+            while (more := pump.get_nowait()) is not None:
+                chunk += more  # what arrived together goes out in one write
             if call.rec.ttft_ms is None and relay.first_token:
                 call.rec.ttft_ms = (time.perf_counter() - call.t0) * 1000
             yield chunk
@@ -162,10 +164,9 @@ async def _translated_body(
     encoder = dialect.encoder(model, call.body)
     ended = False
     try:
-        for event in head:
-            out = _encode(call, encoder, event)
-            if out:
-                yield out
+        out = b"".join([_encode(call, encoder, event) for event in head])
+        if out:
+            yield out
         while (item := await pump.get()) is not None:
             if isinstance(item, Idle):
                 if not ended:
@@ -173,6 +174,11 @@ async def _translated_body(
                 continue
             ended = ended or isinstance(item, MessageStop)
             out = _encode(call, encoder, item)
+            # What the upstream sent together goes out in one write: one send per read, not
+            # one per event (a tenth of the CPU of a translated stream).
+            while (more := pump.get_nowait()) is not None:
+                ended = ended or isinstance(more, MessageStop)
+                out += _encode(call, encoder, more)
             if out:
                 yield out
     except MeridianError as err:
