@@ -118,3 +118,43 @@ def test_request_lines_carry_no_secret(stream: io.StringIO) -> None:
     text = stream.getvalue()
     assert "pulse" in text
     assert MASTER_KEY not in text and "mk-" not in text and "sk-" not in text
+
+
+def test_a_request_line_written_directly_is_the_line_logging_writes(
+    stream: io.StringIO,
+) -> None:
+    """With only meridian's handler in the way (the server's setup) the request line skips
+    the logging machinery; it must be the same line, key for key and in the same order."""
+    root = logging.getLogger()
+    request_logger = logging.getLogger("meridian.request")
+    ours = next(h for h in root.handlers if getattr(h, "_meridian_json", False))
+    others = [h for h in root.handlers if h is not ours]
+    log = logs.RequestLog()
+    r = rec(1, usage=Usage(120, 30, 5, 0, 2), latency_ms=123.456, ttft_ms=9.87, stream=True)
+    listener = logging.NullHandler()  # another handler: the standard path serves both
+    root.addHandler(listener)
+    try:
+        assert logs._sole_json_handler(request_logger) is None
+        log.record(r)
+    finally:
+        root.removeHandler(listener)
+    for h in others:
+        root.removeHandler(h)
+    try:
+        assert logs._sole_json_handler(request_logger) is ours
+        log.record(r)
+        request_logger.addFilter(lambda record: True)  # a filter: the standard path again
+        try:
+            assert logs._sole_json_handler(request_logger) is None
+        finally:
+            request_logger.filters.clear()
+    finally:
+        for h in others:
+            root.addHandler(h)
+    standard, direct = lines(stream)
+    assert list(direct) == list(standard)
+    assert {k: v for k, v in direct.items() if k != "ts"} == {
+        k: v for k, v in standard.items() if k != "ts"
+    }
+    assert len(str(direct["ts"])) == len(str(standard["ts"]))
+    assert str(direct["ts"]).endswith("+00:00")

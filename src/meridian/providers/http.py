@@ -221,14 +221,20 @@ class Upstream:
                     # the answer has really started (past Anthropic's message_start and
                     # pings), nothing is yielded: an error that comes first can still be
                     # fallen back from, since the caller has been sent nothing yet.
-                    for event in sse.feed(chunk):
-                        self._sniff(sniffer, event, relay, out, skip)
+                    try:
+                        for event in sse.feed(chunk):
+                            self._sniff(sniffer, event, out, skip)
+                    finally:
+                        _publish(sniffer, relay)  # once per network chunk, not per event
                     if out and (sniffer.started or sniffer.finished):
                         yield b"".join(out)
                         out.clear()
                 done = True
-            for event in sse.close():
-                self._sniff(sniffer, event, relay, out, skip)
+            try:
+                for event in sse.close():
+                    self._sniff(sniffer, event, out, skip)
+            finally:
+                _publish(sniffer, relay)
             if out:
                 yield b"".join(out)
                 out.clear()
@@ -249,7 +255,6 @@ class Upstream:
     def _sniff(
         sniffer: Sniffer,
         event: SSEEvent,
-        relay: RelayedStream,
         out: list[bytes],
         skip: Callable[[SSEEvent], bool] | None,
     ) -> None:
@@ -257,10 +262,6 @@ class Upstream:
         error = sniffer.error
         if error is not None:
             raise error
-        relay.usage = sniffer.usage
-        relay.first_token = sniffer.first_token
-        relay.produced_chars = sniffer.produced_chars
-        relay.finished = sniffer.finished
         if skip is None or not skip(event):
             out.append(event.raw)
 
@@ -355,6 +356,14 @@ def _finish(resp: aiohttp.ClientResponse, done: bool) -> None:
         resp.release()
     else:
         resp.close()
+
+
+def _publish(sniffer: Sniffer, relay: RelayedStream) -> None:
+    """What the sniffer has seen so far, where the call reads it."""
+    relay.usage = sniffer.usage
+    relay.first_token = sniffer.first_token
+    relay.produced_chars = sniffer.produced_chars
+    relay.finished = sniffer.finished
 
 
 def _json_default(value: object) -> object:
