@@ -47,7 +47,7 @@ def test_same_samples_as_prometheus_client() -> None:
     values = [*BUCKETS, 0.0, 50.0, *(rng.uniform(0, 12) for _ in range(300))]
     for i, v in enumerate(values):
         surface, status = ("openai", "anthropic")[i % 2], ("200", "429", "500")[i % 3]
-        counter.inc((surface, status))
+        counter.add((surface, status))
         ref_counter.labels(surface, status).inc()
         histogram.observe((surface,), v)
         ref_histogram.labels(surface).observe(v)
@@ -81,7 +81,7 @@ def test_scrape_in_another_thread_while_the_loop_records() -> None:
     try:
         for i in range(30_000):
             key = (str(i % 3_000),)  # new label sets appear while the scraper iterates
-            counter.inc(key)
+            counter.add(key)
             histogram.observe(key, (i % 13) / 3)
     finally:
         done.set()

@@ -122,7 +122,7 @@ class Metrics:
         alias = rec.alias or ""
         provider = rec.provider or ""
         labels = (rec.surface, alias, provider)
-        self._requests.inc((*labels, str(rec.status)))
+        self._requests.add((*labels, str(rec.status)))
         self._duration.observe(labels, rec.latency_ms / 1000)
         if rec.ttft_ms is not None:
             self._ttft.observe(labels, rec.ttft_ms / 1000)
@@ -137,21 +137,21 @@ class Metrics:
         if any(counts):
             for kind, n in zip(TOKEN_KINDS, counts, strict=True):
                 if n:
-                    self._tokens.inc((alias, provider, kind), n)
+                    self._tokens.add((alias, provider, kind), n)
         for attempt in rec.attempts:
             key = (attempt.provider, attempt.error_type)
             if attempt.upstream:
-                self._upstream_errors.inc(key)
-            self._failed_attempts.inc(key)
+                self._upstream_errors.add(key)
+            self._failed_attempts.add(key)
         if rec.status >= 400:
             kind = rec.error_type or "unknown"
             if rec.upstream_error:
                 # Only what an upstream did: a caller's bad request, a key's limit or a
                 # client that left is not a provider error.
-                self._upstream_errors.inc((provider, kind))
+                self._upstream_errors.add((provider, kind))
             elif rec.status == 429 and rec.provider is None:
                 # Refused before any provider was called: the key's own limits or budget.
-                self._rejections.inc((rec.key_name or "", kind))
+                self._rejections.add((rec.key_name or "", kind))
 
     async def start(self) -> None:
         return None

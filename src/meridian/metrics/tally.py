@@ -31,36 +31,32 @@ _bound = cast(Callable[[float], str], floatToGoString)
 Labels = tuple[str, ...]
 
 
-class CounterTally:
+class _SumTally:
+    """A number per label set, added to; rendered as the ``family`` type."""
+
+    family_type: type[CounterMetricFamily] | type[GaugeMetricFamily]
+
     def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
         self.name, self.documentation, self.labels = name, documentation, list(labels)
         self.values: dict[Labels, float] = {}
 
-    def inc(self, key: Labels, amount: float = 1) -> None:
+    def add(self, key: Labels, amount: float = 1) -> None:
         values = self.values
         values[key] = values.get(key, 0) + amount
 
     def family(self) -> Metric:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        family = self.family_type(self.name, self.documentation, labels=self.labels)
         for key, value in self.values.copy().items():
             family.add_metric(key, value)
         return family
 
 
-class GaugeTally:
-    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
-        self.name, self.documentation, self.labels = name, documentation, list(labels)
-        self.values: dict[Labels, float] = {}
+class CounterTally(_SumTally):
+    family_type = CounterMetricFamily
 
-    def add(self, key: Labels, amount: float) -> None:
-        values = self.values
-        values[key] = values.get(key, 0) + amount
 
-    def family(self) -> Metric:
-        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
-        for key, value in self.values.copy().items():
-            family.add_metric(key, value)
-        return family
+class GaugeTally(_SumTally):
+    family_type = GaugeMetricFamily
 
 
 class HistogramTally:

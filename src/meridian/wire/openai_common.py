@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from meridian.errors import MeridianError, from_upstream_status
-from meridian.model import StopReason, Usage
+from meridian.model import StopReason, Thinking, Usage
 
 # OpenAI finish_reason -> canonical stop reason. Unknown values (some servers invent their
 # own, e.g. "eos") fall back to end_turn: the answer did finish.
@@ -116,6 +116,20 @@ _ERROR_TYPES: dict[str, tuple[int, str]] = {
 
 
 USER_MAX = 64
+
+
+def reasoning_effort(thinking: Thinking | None) -> str | None:
+    """OpenAI's ``reasoning_effort`` for a canonical thinking setting: the effort given, else
+    one from the token budget (Anthropic's way of saying it)."""
+    if thinking is None:
+        return None
+    if thinking.effort and (thinking.enabled or thinking.effort == "none"):
+        return thinking.effort
+    if not thinking.enabled or thinking.budget_tokens is None:
+        return None  # off, or "adaptive": leave it to the upstream model's default
+    if thinking.budget_tokens <= 2048:
+        return "low"
+    return "medium" if thinking.budget_tokens <= 8192 else "high"
 
 
 def end_user(value: str) -> str:

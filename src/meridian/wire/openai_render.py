@@ -16,28 +16,15 @@ from meridian.model import (
     Message,
     Request,
     TextBlock,
-    Thinking,
     Tool,
     ToolResultBlock,
     ToolUseBlock,
 )
-from meridian.wire.openai_common import STRICT_TOOLS, dumps_args, end_user
+from meridian.wire.openai_common import STRICT_TOOLS, dumps_args, end_user, reasoning_effort
 
 
 def _fail(message: str) -> NoReturn:
     raise InvalidRequest(message, param="messages")
-
-
-def _effort(thinking: Thinking | None) -> str | None:
-    if thinking is None:
-        return None
-    if thinking.effort and (thinking.enabled or thinking.effort == "none"):
-        return thinking.effort
-    if not thinking.enabled or thinking.budget_tokens is None:
-        return None  # off, or "adaptive": leave it to the upstream model's default
-    if thinking.budget_tokens <= 2048:
-        return "low"
-    return "medium" if thinking.budget_tokens <= 8192 else "high"
 
 
 def _image_part(block: ImageBlock) -> dict[str, Any]:
@@ -173,7 +160,7 @@ def render_request(request: Request) -> dict[str, Any]:
             )
             if choice.disable_parallel_tool_use:
                 body["parallel_tool_calls"] = False
-    effort = _effort(request.thinking)
+    effort = reasoning_effort(request.thinking)
     if effort is not None:
         body["reasoning_effort"] = effort
     if request.stream:

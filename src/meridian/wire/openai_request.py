@@ -7,11 +7,10 @@ Error ``param`` values follow OpenAI's own style: ``messages[2].content[0].image
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 import orjson
 
-from meridian.errors import InvalidRequest
 from meridian.model import (
     Block,
     DocumentBlock,
@@ -27,6 +26,7 @@ from meridian.model import (
     ToolUseBlock,
 )
 from meridian.wire.openai_common import STRICT_TOOLS
+from meridian.wire.openai_fields import fail, kind, number, positive_int, string
 
 # Fields with no canonical home that an OpenAI upstream understands: kept in
 # provider_metadata["openai"] and merged back by `render_request`. Keys there that start
@@ -53,69 +53,29 @@ FORWARDED_FIELDS = (
 )
 
 
-def _fail(param: str | None, message: str, code: str | None = None) -> NoReturn:
-    raise InvalidRequest(message, param=param, code=code)
-
-
-def _str(value: Any, param: str, what: str = "a string") -> str:
-    if not isinstance(value, str):
-        _fail(param, f"'{param}' must be {what}, got {_kind(value)}")
-    return value
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    return "a string" if isinstance(value, str) else f"a {type(value).__name__}"
-
-
-def _number(body: Mapping[str, Any], key: str) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        _fail(key, f"'{key}' must be a number, got {_kind(value)}")
-    return float(value)
-
-
-def _positive_int(body: Mapping[str, Any], key: str) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        _fail(key, f"'{key}' must be a positive integer, got {value!r}")
-    return value
-
-
 # ---------------------------------------------------------------------------- content
 
 
 def _image(url: Any, param: str) -> ImageBlock:
-    url = _str(url, param)
+    url = string(url, param)
     if url.startswith("data:"):
         header, sep, data = url[5:].partition(",")
         media_type, _, encoding = header.partition(";")
         if not sep or encoding != "base64" or not media_type or not data:
-            _fail(param, "image data URLs must look like 'data:image/png;base64,<data>'")
+            fail(param, "image data URLs must look like 'data:image/png;base64,<data>'")
         return ImageBlock(media_type=media_type, data=data)
     if url.startswith(("http://", "https://")):
         return ImageBlock(url=url)
-    _fail(param, "image URLs must be http(s) URLs or base64 'data:' URLs")
+    fail(param, "image URLs must be http(s) URLs or base64 'data:' URLs")
 
 
 def _file(file: Any, param: str) -> DocumentBlock:
     if not isinstance(file, Mapping):
-        _fail(param, f"'{param}' must be an object")
+        fail(param, f"'{param}' must be an object")
     filename = file.get("filename")
     data = file.get("file_data")
     if not isinstance(data, str) or not data:
-        _fail(f"{param}.file_data", "only inline files ('file_data') are supported, not file ids")
+        fail(f"{param}.file_data", "only inline files ('file_data') are supported, not file ids")
     media_type = "application/pdf"
     if data.startswith("data:"):
         header, _, data = data[5:].partition(",")
@@ -129,26 +89,24 @@ def _parts(content: Any, param: str, allowed: frozenset[str]) -> list[Block]:
     if isinstance(content, str):
         return [TextBlock(content)]
     if not isinstance(content, list):
-        _fail(
-            param, f"'{param}' must be a string or an array of content parts, got {_kind(content)}"
-        )
+        fail(param, f"'{param}' must be a string or an array of content parts, got {kind(content)}")
     blocks: list[Block] = []
     for j, part in enumerate(content):
         p = f"{param}[{j}]"
         if not isinstance(part, Mapping):
-            _fail(p, f"'{p}' must be an object, got {_kind(part)}")
-        kind = part.get("type")
-        if kind not in allowed:
-            _fail(
+            fail(p, f"'{p}' must be an object, got {kind(part)}")
+        part_type = part.get("type")
+        if part_type not in allowed:
+            fail(
                 f"{p}.type",
-                f"content part type {kind!r} is not supported here; "
+                f"content part type {part_type!r} is not supported here; "
                 f"expected one of: {', '.join(sorted(allowed))}",
             )
-        if kind == "text":
-            blocks.append(TextBlock(_str(part.get("text"), f"{p}.text")))
-        elif kind == "refusal":
-            blocks.append(TextBlock(_str(part.get("refusal"), f"{p}.refusal")))
-        elif kind == "image_url":
+        if part_type == "text":
+            blocks.append(TextBlock(string(part.get("text"), f"{p}.text")))
+        elif part_type == "refusal":
+            blocks.append(TextBlock(string(part.get("refusal"), f"{p}.refusal")))
+        elif part_type == "image_url":
             image = part.get("image_url")
             # Some clients (and vLLM) send the URL as a bare string.
             url = image.get("url") if isinstance(image, Mapping) else image
@@ -166,25 +124,25 @@ _TOOL_PARTS = frozenset({"text", "image_url"})
 
 def _tool_calls(calls: Any, param: str) -> list[Block]:
     if not isinstance(calls, list):
-        _fail(param, f"'{param}' must be an array, got {_kind(calls)}")
+        fail(param, f"'{param}' must be an array, got {kind(calls)}")
     blocks: list[Block] = []
     for j, call in enumerate(calls):
         p = f"{param}[{j}]"
         if not isinstance(call, Mapping) or not isinstance(call.get("function"), Mapping):
-            _fail(p, f"'{p}' must be an object with 'id', 'type' and 'function'")
+            fail(p, f"'{p}' must be an object with 'id', 'type' and 'function'")
         fn = call["function"]
         args = fn.get("arguments", "")
         if isinstance(args, str):
             try:
                 args = orjson.loads(args) if args.strip() else {}
             except orjson.JSONDecodeError:
-                _fail(f"{p}.function.arguments", f"'{p}.function.arguments' is not valid JSON")
+                fail(f"{p}.function.arguments", f"'{p}.function.arguments' is not valid JSON")
         if not isinstance(args, Mapping):
-            _fail(f"{p}.function.arguments", f"'{p}.function.arguments' must be a JSON object")
+            fail(f"{p}.function.arguments", f"'{p}.function.arguments' must be a JSON object")
         blocks.append(
             ToolUseBlock(
-                id=_str(call.get("id"), f"{p}.id"),
-                name=_str(fn.get("name"), f"{p}.function.name"),
+                id=string(call.get("id"), f"{p}.id"),
+                name=string(fn.get("name"), f"{p}.function.name"),
                 input=args,
             )
         )
@@ -212,7 +170,7 @@ def _assistant(msg: Mapping[str, Any], param: str) -> list[Block]:
 
 
 def _tool_result(msg: Mapping[str, Any], param: str) -> ToolResultBlock:
-    call_id = _str(msg.get("tool_call_id"), f"{param}.tool_call_id")
+    call_id = string(msg.get("tool_call_id"), f"{param}.tool_call_id")
     content = msg.get("content")
     if content is None:
         content = ""
@@ -224,11 +182,11 @@ def _tool_result(msg: Mapping[str, Any], param: str) -> ToolResultBlock:
 
 def _messages(raw: Any) -> tuple[list[TextBlock], list[Message]]:
     if raw is None:
-        _fail("messages", "'messages' is required: a non-empty array of chat messages")
+        fail("messages", "'messages' is required: a non-empty array of chat messages")
     if not isinstance(raw, list):
-        _fail("messages", f"'messages' must be a non-empty array, got {_kind(raw)}")
+        fail("messages", f"'messages' must be a non-empty array, got {kind(raw)}")
     if not raw:
-        _fail("messages", "'messages' must be a non-empty array: send at least one message")
+        fail("messages", "'messages' must be a non-empty array: send at least one message")
     system: list[TextBlock] = []
     messages: list[Message] = []
     # True while the last canonical message is a user turn built from role:tool messages:
@@ -237,7 +195,7 @@ def _messages(raw: Any) -> tuple[list[TextBlock], list[Message]]:
     for i, msg in enumerate(raw):
         param = f"messages[{i}]"
         if not isinstance(msg, Mapping):
-            _fail(param, f"'{param}' must be an object, got {_kind(msg)}")
+            fail(param, f"'{param}' must be an object, got {kind(msg)}")
         role = msg.get("role")
         if role in ("system", "developer"):
             texts = tuple(
@@ -268,7 +226,7 @@ def _messages(raw: Any) -> tuple[list[TextBlock], list[Message]]:
                 messages.append(Message("user", (result,)))
             tool_turn = True
         else:
-            _fail(
+            fail(
                 f"{param}.role",
                 f"unknown role {role!r}; expected one of: system, developer, user, assistant, tool",
             )
@@ -282,28 +240,30 @@ def _tools(raw: Any) -> tuple[list[Tool], dict[str, bool]]:
     if raw is None:
         return [], {}
     if not isinstance(raw, list):
-        _fail("tools", f"'tools' must be an array, got {_kind(raw)}")
+        fail("tools", f"'tools' must be an array, got {kind(raw)}")
     tools: list[Tool] = []
     strict: dict[str, bool] = {}
     for i, tool in enumerate(raw):
         p = f"tools[{i}]"
         if not isinstance(tool, Mapping) or tool.get("type", "function") != "function":
-            _fail(f"{p}.type", "only tools of type 'function' are supported")
+            fail(f"{p}.type", "only tools of type 'function' are supported")
         fn = tool.get("function")
         if not isinstance(fn, Mapping):
-            _fail(f"{p}.function", f"'{p}.function' must be an object")
-        name = _str(fn.get("name"), f"{p}.function.name")
+            fail(f"{p}.function", f"'{p}.function' must be an object")
+        name = string(fn.get("name"), f"{p}.function.name")
         description = fn.get("description")
         params = fn.get("parameters")
         if params is not None and not isinstance(params, Mapping):
-            _fail(
+            fail(
                 f"{p}.function.parameters",
                 f"'{p}.function.parameters' must be a JSON schema object",
             )
         tools.append(
             Tool(
                 name=name,
-                description=_str(description, f"{p}.function.description") if description else None,
+                description=string(description, f"{p}.function.description")
+                if description
+                else None,
                 input_schema=params if params is not None else {"type": "object", "properties": {}},
             )
         )
@@ -314,7 +274,7 @@ def _tools(raw: Any) -> tuple[list[Tool], dict[str, bool]]:
 
 def _tool_choice(raw: Any, parallel: Any) -> ToolChoice | None:
     if parallel is not None and not isinstance(parallel, bool):
-        _fail("parallel_tool_calls", "'parallel_tool_calls' must be a boolean")
+        fail("parallel_tool_calls", "'parallel_tool_calls' must be a boolean")
     serial = parallel is False
     if raw is None:
         return ToolChoice("auto", disable_parallel_tool_use=True) if serial else None
@@ -324,11 +284,11 @@ def _tool_choice(raw: Any, parallel: Any) -> ToolChoice | None:
         return ToolChoice("any", disable_parallel_tool_use=serial)
     if isinstance(raw, Mapping) and raw.get("type") == "function":
         fn = raw.get("function")
-        name = _str(
+        name = string(
             fn.get("name") if isinstance(fn, Mapping) else None, "tool_choice.function.name"
         )
         return ToolChoice("tool", name=name, disable_parallel_tool_use=serial)
-    _fail(
+    fail(
         "tool_choice",
         "'tool_choice' must be 'none', 'auto', 'required' or "
         '{"type": "function", "function": {"name": ...}}',
@@ -341,18 +301,18 @@ def _tool_choice(raw: Any, parallel: Any) -> ToolChoice | None:
 def parse_request(body: Mapping[str, Any]) -> Request:
     """A client's ``POST /v1/chat/completions`` JSON -> canonical `Request`."""
     if not isinstance(body, Mapping):
-        _fail(None, "the request body must be a JSON object")
+        fail(None, "the request body must be a JSON object")
     model = body.get("model")
     if model is None:
-        _fail("model", "you must provide a model parameter")
-    model = _str(model, "model")
+        fail("model", "you must provide a model parameter")
+    model = string(model, "model")
     system, messages = _messages(body.get("messages"))
 
     n = body.get("n")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        _fail("n", f"'n' must be a positive integer, got {n!r}")
+        fail("n", f"'n' must be a positive integer, got {n!r}")
     if isinstance(n, int) and n > 1:
-        _fail(
+        fail(
             "n",
             "n > 1 is not supported: meridian returns one choice per request; "
             "send n separate requests instead",
@@ -367,24 +327,24 @@ def parse_request(body: Mapping[str, Any]) -> Request:
     elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
         stops = tuple(stop)
     else:
-        _fail("stop", "'stop' must be a string or an array of strings")
+        fail("stop", "'stop' must be a string or an array of strings")
 
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
-        _fail("stream", f"'stream' must be a boolean, got {_kind(stream)}")
+        fail("stream", f"'stream' must be a boolean, got {kind(stream)}")
     effort = body.get("reasoning_effort")
     thinking = None
     if effort is not None:
-        effort = _str(effort, "reasoning_effort")
+        effort = string(effort, "reasoning_effort")
         thinking = Thinking(enabled=effort != "none", effort=effort)
     stream_options = body.get("stream_options")
     if stream_options is not None and not isinstance(stream_options, Mapping):
-        _fail("stream_options", "'stream_options' must be an object")
+        fail("stream_options", "'stream_options' must be an object")
     response_format = body.get("response_format")
     if response_format is not None and not isinstance(response_format, Mapping):
-        _fail("response_format", "'response_format' must be an object")
+        fail("response_format", "'response_format' must be an object")
     user = body.get("user")
-    max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
+    max_tokens = positive_int(body, "max_completion_tokens") or positive_int(body, "max_tokens")
     tools, strict = _tools(body.get("tools"))
 
     extra: dict[str, Any] = {k: body[k] for k in FORWARDED_FIELDS if body.get(k) is not None}
@@ -395,14 +355,14 @@ def parse_request(body: Mapping[str, Any]) -> Request:
         messages=tuple(messages),
         system=tuple(system),
         max_tokens=max_tokens,
-        temperature=_number(body, "temperature"),
-        top_p=_number(body, "top_p"),
+        temperature=number(body, "temperature"),
+        top_p=number(body, "top_p"),
         stop=stops,
         tools=tuple(tools),
         tool_choice=_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls")),
         thinking=thinking,
         stream=bool(stream),
         response_format=response_format,
-        user=_str(user, "user") if user is not None else None,
+        user=string(user, "user") if user is not None else None,
         provider_metadata={"openai": extra} if extra else {},
     )

@@ -20,11 +20,10 @@ neither text nor encrypted content carries nothing a model could use and is drop
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 import orjson
 
-from meridian.errors import InvalidRequest
 from meridian.model import (
     Block,
     DocumentBlock,
@@ -35,6 +34,7 @@ from meridian.model import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from meridian.wire.openai_fields import fail, kind, obj, string
 from meridian.wire.openai_responses_items import reasoning_block
 
 # Output items of OpenAI's built-in tools: only a native Responses upstream can take them
@@ -68,34 +68,6 @@ BUILTIN_ITEMS = frozenset(
         "program_output",
     }
 )
-
-
-def fail(param: str | None, message: str, code: str | None = None) -> NoReturn:
-    raise InvalidRequest(message, param=param, code=code)
-
-
-def kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    return "a string" if isinstance(value, str) else f"a {type(value).__name__}"
-
-
-def string(value: Any, param: str) -> str:
-    if not isinstance(value, str):
-        fail(param, f"'{param}' must be a string, got {kind(value)}")
-    return value
-
-
-def obj(value: Any, param: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        fail(param, f"'{param}' must be an object, got {kind(value)}")
-    return value
 
 
 # ---------------------------------------------------------------------------- content parts

@@ -26,13 +26,12 @@ from meridian.model import (
     RedactedThinkingBlock,
     Request,
     TextBlock,
-    Thinking,
     ThinkingBlock,
     Tool,
     ToolResultBlock,
     ToolUseBlock,
 )
-from meridian.wire.openai_common import STRICT_TOOLS, dumps_args, end_user
+from meridian.wire.openai_common import STRICT_TOOLS, dumps_args, end_user, reasoning_effort
 from meridian.wire.openai_responses_common import RESPONSES
 from meridian.wire.openai_responses_items import REDACTED_PREFIX
 
@@ -48,18 +47,6 @@ _FORWARDED = (
 
 def _fail(message: str) -> NoReturn:
     raise InvalidRequest(message, param="messages")
-
-
-def _effort(thinking: Thinking | None) -> str | None:
-    if thinking is None:
-        return None
-    if thinking.effort and (thinking.enabled or thinking.effort == "none"):
-        return thinking.effort
-    if not thinking.enabled or thinking.budget_tokens is None:
-        return None  # off, or "adaptive": leave it to the upstream model's default
-    if thinking.budget_tokens <= 2048:
-        return "low"
-    return "medium" if thinking.budget_tokens <= 8192 else "high"
 
 
 def _part(block: Block) -> dict[str, Any]:
@@ -209,7 +196,7 @@ def render_request(request: Request) -> dict[str, Any]:
     if text:
         body["text"] = text
     reasoning: dict[str, Any] = {}
-    effort = _effort(request.thinking)
+    effort = reasoning_effort(request.thinking)
     if effort is not None:
         reasoning["effort"] = effort
     if isinstance(responses_meta.get("reasoning_summary"), str):

@@ -34,8 +34,9 @@ from typing import Any
 
 from meridian.model import Request, TextBlock, Thinking, Tool, ToolChoice
 from meridian.wire.openai_common import STRICT_TOOLS
+from meridian.wire.openai_fields import fail, kind, number, obj, string
 from meridian.wire.openai_responses_common import RESPONSES
-from meridian.wire.openai_responses_input import fail, kind, obj, parse_input, string
+from meridian.wire.openai_responses_input import parse_input
 
 # Request fields with a chat-upstream meaning, kept in provider_metadata["openai"].
 FORWARDED_FIELDS = ("metadata", "service_tier", "prompt_cache_key", "prompt_cache_retention")
@@ -225,15 +226,6 @@ def _text_format(raw: Any, meta: dict[str, Any]) -> Mapping[str, Any] | None:
     fail("text.format.type", "'text.format.type' must be 'text', 'json_object' or 'json_schema'")
 
 
-def _number(body: Mapping[str, Any], key: str) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        fail(key, f"'{key}' must be a number, got {kind(value)}")
-    return float(value)
-
-
 def _opt_str(body: Mapping[str, Any], key: str) -> str | None:
     value = body.get(key)
     return None if value is None else string(value, key)
@@ -307,8 +299,8 @@ def parse_request(body: Mapping[str, Any]) -> Request:
         messages=tuple(messages),
         system=tuple(system),
         max_tokens=max_tokens,
-        temperature=_number(body, "temperature"),
-        top_p=_number(body, "top_p"),
+        temperature=number(body, "temperature"),
+        top_p=number(body, "top_p"),
         tools=tuple(tools),
         tool_choice=choice,
         thinking=thinking,
