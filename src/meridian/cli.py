@@ -21,7 +21,7 @@ Handler = Callable[[Settings, argparse.Namespace], int]
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from meridian import logs, server
+    from meridian import logs, masterkey, server
 
     if args.host or args.port:
         listen = []
@@ -33,6 +33,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         )
     logs.configure("INFO")
     try:
+        masterkey.ensure(settings)  # the one place a missing key file is generated (logged)
         server.serve(settings)
     except OSError as exc:
         print(f"meridian: {exc}", file=sys.stderr)

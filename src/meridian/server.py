@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import secrets
 import signal
 import socket
 from collections.abc import Mapping
@@ -22,7 +20,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from meridian import admin, dashboard, logs
+from meridian import admin, dashboard, logs, masterkey
 from meridian import providers as provider_registry
 from meridian.app import Runtime, create_app
 from meridian.auth import Authenticator
@@ -42,19 +40,8 @@ log = logging.getLogger("meridian.server")
 
 
 def master_key(settings: Settings) -> str:
-    """The configured master key, or one generated once and kept next to the database."""
-    if settings.server.master_key is not None:
-        return settings.server.master_key.get_secret_value()
-    path = settings.storage.path.parent / "master_key"
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = "mk-master-" + secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(key + "\n")
-    log.warning("no server.master_key configured: generated one", extra={"path": str(path)})
-    return key
+    """The master key in force; reads only (``meridian serve`` generates a missing one first)."""
+    return masterkey.load(settings)
 
 
 @dataclass(slots=True)
