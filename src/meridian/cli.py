@@ -16,13 +16,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
 from meridian import __version__
-from meridian.config import ConfigError, Settings, data_dir, resolve, unset_message
+from meridian.config import (
+    ClaudeCodeProviderConfig,
+    ConfigError,
+    Settings,
+    data_dir,
+    resolve,
+    unset_message,
+)
 
 Handler = Callable[[Settings, argparse.Namespace], int]
 
@@ -203,10 +211,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"meridian: invalid configuration\n{exc}", file=sys.stderr)
         return 2
+    refusal = _root_writing_a_service_login(settings, args)
+    if refusal:
+        print(f"meridian: {refusal}", file=sys.stderr)
+        return 2
     try:
+        if args.command == "usage":  # as `keys` does: root opens the database as its owner
+            from meridian import runas
+
+            with runas.as_owner(settings.storage.path):
+                return int(args.handler(settings, args))
         return int(args.handler(settings, args))
     except KeyboardInterrupt:
         return 130
+
+
+def _root_writing_a_service_login(settings: Settings, args: argparse.Namespace) -> str | None:
+    """``auth login`` / ``refresh-token`` run as root would leave the CLI's login files owned by
+    root in a directory the service's user owns: the service could no longer read them."""
+    if args.command != "auth" or args.auth_command == "status" or os.geteuid() != 0:
+        return None
+    from meridian import runas
+
+    for name, conf in settings.providers.items():
+        if not isinstance(conf, ClaudeCodeProviderConfig) or args.provider not in (None, name):
+            continue
+        owner = runas.owner_of(conf.config_dir / ".credentials.json")
+        if owner is not None and owner[0] != 0:
+            user = runas.user_name(owner[0])
+            config = "" if settings.source.startswith("<") else f" --config {settings.source}"
+            return (
+                f"{conf.config_dir} belongs to {user}: run this as that user, e.g. "
+                f"runuser -u {user} -- meridian auth {args.auth_command}{config}"
+            )
+    return None
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -32,12 +33,17 @@ _WARNING = "Store this secret now: it will not be shown again."
 def _keystore(settings: Settings) -> Iterator[tuple[KeyStore, str]]:
     """The key store on ``storage.path``, and how to name it in messages."""
     path = settings.storage.path
-    with runas.as_owner(path) as owner:
-        store = Store(path).open()
-        try:
-            yield KeyStore(store), str(path) + (f" (as {owner}, its owner)" if owner else "")
-        finally:
-            store.close()
+    # A database this command creates (with its -wal and -shm) is private, as the service's.
+    umask = os.umask(0o077)
+    try:
+        with runas.as_owner(path) as owner:
+            store = Store(path).open()
+            try:
+                yield KeyStore(store), str(path) + (f" (as {owner}, its owner)" if owner else "")
+            finally:
+                store.close()
+    finally:
+        os.umask(umask)
 
 
 Handler = Callable[[Settings, argparse.Namespace], int]

@@ -199,3 +199,22 @@ def test_keys_run_as_root_act_as_the_databases_owner(tmp_path: Path) -> None:
         assert out.returncode == 0 and json.loads(out.stdout)[0]["name"] == "k"
     finally:
         shutil.rmtree(base)
+
+
+def test_auth_login_as_root_refuses_a_login_the_service_user_owns(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: it is what `sudo meridian auth login` does")
+    claude = tmp_path / "claude"
+    claude.mkdir()
+    os.chown(claude, 65534, 65534)
+    cfg = tmp_path / "meridian.yaml"
+    cfg.write_text(f"providers: {{sub: {{type: claude-code, config_dir: {claude}}}}}\n")
+    env = clean_env(tmp_path / "home")
+    for action in ("login", "refresh-token"):
+        out = meridian("auth", action, "--config", str(cfg), env=env)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr == (
+            f"meridian: {claude} belongs to nobody: run this as that user, e.g. "
+            f"runuser -u nobody -- meridian auth {action} --config {cfg}\n"
+        )
+    assert list(claude.iterdir()) == []
