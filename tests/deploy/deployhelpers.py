@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from pathlib import Path
 
 MERIDIAN = [sys.executable, "-m", "meridian"]
 REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_BIN = REPO / ".venv-ansible" / "bin"
 
 
 def free_port() -> int:
@@ -96,3 +98,16 @@ def get(url: str, key: str | None = None, **headers: str) -> tuple[int, bytes]:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def ansible_env(home: Path, **extra: str) -> dict[str, str]:
+    """A controller environment of its own: none of this machine's pip or proxy settings
+    leaks into the target through the chroot connection."""
+    return {
+        "PATH": f"{ANSIBLE_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "ANSIBLE_CONFIG": str(REPO / "deploy" / "ansible" / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        **extra,
+    }
