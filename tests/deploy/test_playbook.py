@@ -552,3 +552,35 @@ def test_every_system_call_made_passes_the_units_filter(
     # The CLI's JIT maps writable, executable memory: MemoryDenyWriteExecute=yes would kill it.
     wx = {program for program, line in lines if "PROT_WRITE|PROT_EXEC" in line}
     assert any(program.endswith("/claude") for program in wx), wx
+
+
+def documented_block(marker: str) -> str:
+    """The first fenced block after ``marker`` in docs/deploy.md."""
+    text = (REPO / "docs/deploy.md").read_text()
+    after = text[text.index(marker) :]
+    return after.split("```\n", 2)[1]
+
+
+def test_the_documented_backup_and_restore_work(deployed: Deployment) -> None:
+    """docs/deploy.md's commands, run as written in the root, less `sudo` (we are root) and
+    `systemctl` (systemd's part: nothing runs meridian in the root between tests)."""
+
+    def as_root(block: str) -> str:
+        lines = [line.removeprefix("sudo ") for line in block.splitlines()]
+        return "\n".join(line for line in lines if not line.startswith("systemctl "))
+
+    out = in_root(deployed.root, "set -e\n" + as_root(documented_block("**Backup.**")))
+    assert out.returncode == 0, out.stderr
+    [backup] = list((deployed.root / "root").glob("meridian-*.db"))
+    out = in_root(deployed.root, "meridian keys create --name made-after-the-backup")
+    assert out.returncode == 0, out.stderr
+    restore = as_root(documented_block("**Restore**")).replace(
+        "/root/meridian-2026-01-31.db", f"/root/{backup.name}"
+    )
+    out = in_root(deployed.root, "set -e\n" + restore)
+    assert out.returncode == 0, out.stderr
+    out = in_root(deployed.root, "meridian keys list --json")
+    assert {k["name"] for k in json.loads(out.stdout)} == {"open-webui", "pulse"}
+    db = deployed.root / "var/lib/meridian/meridian.db"
+    users = ids(deployed.root, "passwd")
+    assert (users[db.stat().st_uid], stat.S_IMODE(db.stat().st_mode)) == ("meridian", 0o600)
