@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -41,12 +42,49 @@ def ansible_bin() -> Path:
     return ANSIBLE_BIN
 
 
+@dataclass
+class Bootstrap:
+    root: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+
 @pytest.fixture(scope="session")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bootstrap]:
+    """debootstrap, started: a minimal Debian 12 (bookworm) with systemd installed, as a fresh
+    LXC has it, and no Python (the playbook must bootstrap that itself). It runs while the
+    wheelhouse is built; `debian_root` waits for it."""
+    if os.geteuid() != 0:
+        pytest.fail("debootstrap and chroot need root", pytrace=False)
+    debootstrap = _need("debootstrap", "run scripts/install-deploy-tools")
+    base = tmp_path_factory.mktemp("debian12")
+    log = base / "debootstrap.log"
+    with log.open("w") as out:  # a file, not a pipe: nobody reads it until the end
+        root = base / "root"
+        proc = subprocess.Popen(
+            [debootstrap, "--variant=minbase", "--include=systemd", "bookworm", str(root), MIRROR],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield Bootstrap(root, log, proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory, bootstrap: Bootstrap) -> Path:
     """deploy/build-wheelhouse run on this checkout: meridian's wheel and its pinned
-    dependencies in one tar file, as an operator's controller makes it."""
+    dependencies in one tar file, as an operator's controller makes it; for Debian 12 by
+    name (WHEELHOUSE_ARCH), as from a controller of another kind."""
     out = tmp_path_factory.mktemp("wheelhouse") / "meridian-wheelhouse.tar"
-    env = {**os.environ, "PYTHON": str(REPO / ".venv" / "bin" / "python")}
+    env = {
+        **os.environ,
+        "PYTHON": str(REPO / ".venv" / "bin" / "python"),
+        "WHEELHOUSE_ARCH": os.uname().machine,
+    }
     proc = subprocess.run(
         [str(REPO / "deploy" / "build-wheelhouse"), str(out)],
         capture_output=True,
@@ -60,21 +98,10 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def debian_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A minimal Debian 12 (bookworm) with systemd installed, as a fresh LXC has it, and no
-    Python: the playbook must bootstrap that itself."""
-    if os.geteuid() != 0:
-        pytest.fail("debootstrap and chroot need root", pytrace=False)
-    debootstrap = _need("debootstrap", "run scripts/install-deploy-tools")
-    root = tmp_path_factory.mktemp("debian12") / "root"
-    proc = subprocess.run(
-        [debootstrap, "--variant=minbase", "--include=systemd", "bookworm", str(root), MIRROR],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+def debian_root(bootstrap: Bootstrap) -> Iterator[Path]:
+    """The finished debootstrap root, with /proc mounted, for the chroot connection."""
+    assert bootstrap.proc.wait(timeout=1800) == 0, bootstrap.log.read_text()[-8000:]
+    root = bootstrap.root
     # No init runs in a chroot: keep packages' maintainer scripts from starting daemons here.
     policy = root / "usr" / "sbin" / "policy-rc.d"
     policy.write_text("#!/bin/sh\nexit 101\n")

@@ -93,8 +93,8 @@ def playbook(ansible_bin: Path, tmp: Path, root: Path, variables: dict[str, Any]
 @pytest.fixture(scope="module")
 def deployed(
     ansible_bin: Path,
+    wheelhouse: Path,  # first: debootstrap runs meanwhile
     debian_root: Path,
-    wheelhouse: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Any:
     tmp = tmp_path_factory.mktemp("playbook")
