@@ -24,9 +24,10 @@ Everything is read and checked (entries, secrets, formats) before the first writ
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from meridian.errors import MeridianError, NotFound
-from meridian.keys import KeyInfo, KeyStore, checked_secret
+from meridian.keys import KeyInfo, KeyStore, checked_limits, checked_secret
 
 Action = Literal["create", "update", "revoke", "unchanged"]
 LIMITS = ("models", "rpm", "tpm", "budget_tokens_month", "budget_usd_month", "expires_at")
@@ -80,8 +81,8 @@ class KeySpec(BaseModel):
         when = self.expires
         if when is None:
             return None
-        if not isinstance(when, datetime):
-            when = datetime.combine(when, time(), tzinfo=UTC)  # midnight UTC, as `create`
+        if not isinstance(when, datetime):  # a date: midnight UTC, as `keys create` reads it
+            when = datetime.combine(when, datetime.min.time(), tzinfo=UTC)
         elif when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         return when.timestamp()
@@ -156,6 +157,9 @@ def read(path: Path, env: Mapping[str, str] | None = None) -> list[Desired]:
             problems.append(f"{where}: named twice")
         seen.add(spec.name)
         try:
+            if not spec.revoked:
+                # What the store would refuse mid-way (an expiry in the past), refused now.
+                checked_limits(**spec.limits(), now=time.time())
             secret = _secret(spec, env)
             if secret is not None:
                 checked_secret(secret)

@@ -185,7 +185,7 @@ def checked_secret(secret: str) -> str:
     return secret
 
 
-def _checked_limits(
+def checked_limits(
     models: Sequence[str] | None,
     rpm: int | None,
     tpm: int | None,
@@ -247,7 +247,7 @@ class KeyStore:
                 param="name",
             )
         now = self.clock()
-        models = _checked_limits(
+        models = checked_limits(
             models, rpm, tpm, budget_tokens_month, budget_usd_month, expires_at, now
         )
         secret = new_secret() if secret is None else checked_secret(secret)
@@ -360,7 +360,7 @@ class KeyStore:
         expires_at: float | None,
     ) -> KeyInfo:
         """Set every limit of the active key ``name`` (None: no limit), as `create` takes them."""
-        listed = _checked_limits(
+        listed = checked_limits(
             models, rpm, tpm, budget_tokens_month, budget_usd_month, expires_at, self.clock()
         )
         with self.store.transaction() as conn:

@@ -153,6 +153,7 @@ def test_apply_without_json_reports_on_stderr_and_secrets_on_stdout(
     ("text", "message"),
     [
         ("- name: a\n  expires: 90d\n", "a duration would move the expiry"),
+        ("- name: a\n  expires: 2020-01-01\n", "a: expires: 2020-01-01T00:00:00Z is in the past"),
         ("- name: a\n  secret_env: NOPE\n", "a: secret_env: environment variable NOPE is not set"),
         ("- name: a\n  secret_file: /nonexistent/x\n", "a: secret_file: /nonexistent/x: No such"),
         ("- name: a\n  rpm: 0\n", "a: rpm: Input should be greater than 0"),
