@@ -1,8 +1,9 @@
 """An instant fake LLM upstream for the benchmark: OpenAI and Anthropic on one port.
 
-Speaks ``POST /v1/chat/completions`` (OpenAI) and ``POST /v1/messages`` (Anthropic), both
-non-streaming and streaming (~20 text deltas, real usage fields), plus ``GET /health`` and
-``GET /_stats`` (requests served, for the runner's sanity checks).
+Speaks ``POST /v1/chat/completions`` (OpenAI), ``/v1/messages`` (Anthropic) and
+``/v1/responses`` (OpenAI Responses), non-streaming and streaming (~20 text deltas, real
+usage fields), ``/v1/embeddings``, plus ``GET /health`` and ``GET /_stats`` (requests
+served, for the runner's sanity checks).
 
 It must never be the bottleneck, so it is a bare `asyncio.Protocol` on uvloop with the
 httptools parser (no framework, no per-request allocation beyond the body): responses are
@@ -113,6 +114,69 @@ def anthropic_events(model: str, ptoks: int) -> list[bytes]:
     return events
 
 
+def responses_json(model: str, ptoks: int) -> bytes:
+    return _dump(_response(model, "completed", ptoks))
+
+
+def _response(model: str, status: str, ptoks: int | None) -> dict[str, Any]:
+    done = status == "completed"
+    return {
+        "id": "resp_bench", "object": "response", "created_at": CREATED, "status": status,
+        "model": model, "error": None, "incomplete_details": None, "instructions": None,
+        "max_output_tokens": None, "parallel_tool_calls": True, "previous_response_id": None,
+        "store": False, "temperature": 1.0, "text": {"format": {"type": "text"}},
+        "tool_choice": "auto", "tools": [], "top_p": 1.0, "truncation": "disabled",
+        "metadata": {},
+        "output": [{
+            "type": "message", "id": "msg_bench", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": "".join(WORDS), "annotations": []}],
+        }] if done else [],
+        "usage": {
+            "input_tokens": ptoks, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": DELTAS, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": (ptoks or 0) + DELTAS,
+        } if done else None,
+    }
+
+
+def responses_events(model: str, ptoks: int) -> list[bytes]:
+    seq = iter(range(1000))
+
+    def ev(kind: str, body: dict[str, Any]) -> bytes:
+        data = _dump({"type": kind, "sequence_number": next(seq), **body})
+        return b"event: %s\ndata: %s\n\n" % (kind.encode(), data)
+
+    item = {"type": "message", "id": "msg_bench", "status": "in_progress", "role": "assistant",
+            "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    where = {"item_id": "msg_bench", "output_index": 0, "content_index": 0}
+    events = [ev("response.created", {"response": _response(model, "in_progress", None)}),
+              ev("response.output_item.added", {"output_index": 0, "item": item}),
+              ev("response.content_part.added", {**where, "part": part})]
+    events += [ev("response.output_text.delta", {**where, "delta": w}) for w in WORDS]
+    text = "".join(WORDS)
+    events += [ev("response.output_text.done", {**where, "text": text}),
+               ev("response.content_part.done", {**where, "part": {**part, "text": text}}),
+               ev("response.output_item.done", {"output_index": 0, "item": {
+                   **item, "status": "completed", "content": [{**part, "text": text}]}}),
+               ev("response.completed", {"response": _response(model, "completed", ptoks)})]
+    return events
+
+
+def embeddings_json(model: str, ptoks: int) -> bytes:
+    return _dump({"object": "list", "model": model,
+                  "data": [{"object": "embedding", "index": 0, "embedding": [0.1] * 16}],
+                  "usage": {"prompt_tokens": ptoks, "total_tokens": ptoks}})
+
+
+_KINDS = {  # path -> kind
+    "/v1/chat/completions": "oai",
+    "/v1/messages": "ant",
+    "/v1/responses": "resp",
+    "/v1/embeddings": "emb",
+}
+
+
 class Upstream:
     """Renders and caches responses; counts requests. Shared by every connection."""
 
@@ -123,8 +187,8 @@ class Upstream:
 
     def render(self, path: str, body: bytes) -> tuple[bytes, list[bytes]] | None:
         """(head, body pieces) for a POST, or None for an unknown path."""
-        kind = "oai" if path.startswith("/v1/chat/completions") else "ant"
-        if kind == "ant" and not path.startswith("/v1/messages"):
+        kind = _KINDS.get(path)
+        if kind is None:
             return None
         req = orjson.loads(body) if body else {}
         model = str(req.get("model", "unknown"))
@@ -143,12 +207,18 @@ class Upstream:
     @staticmethod
     def _build(kind: str, stream: bool, model: str, ptoks: int,
                usage: bool) -> tuple[bytes, list[bytes]]:
-        hdr = _OAI_HDR if kind == "oai" else _ANT_HDR
-        if not stream:
-            data = openai_json(model, ptoks) if kind == "oai" else anthropic_json(model, ptoks)
+        hdr = _ANT_HDR if kind == "ant" else _OAI_HDR
+        if not stream or kind == "emb":
+            render = {"oai": openai_json, "ant": anthropic_json, "resp": responses_json,
+                      "emb": embeddings_json}[kind]
+            data = render(model, ptoks)
             return _JSON_HEAD % (hdr, len(data)), [data]
-        events = openai_events(model, ptoks, usage) if kind == "oai" else anthropic_events(
-            model, ptoks)
+        if kind == "oai":
+            events = openai_events(model, ptoks, usage)
+        elif kind == "resp":
+            events = responses_events(model, ptoks)
+        else:
+            events = anthropic_events(model, ptoks)
         return _SSE_HEAD % hdr, [*(_chunk(e) for e in events), b"0\r\n\r\n"]
 
 

@@ -127,20 +127,37 @@ def _verdict(target: str, m: float | None, d: float | None, kind: str) -> str:
 def table(results: dict[str, Any]) -> str:
     targets = results["targets"]
     direct = targets.get("direct", {})
+    floor = targets.get("floor", {})
     meridian = targets.get("meridian", {})
     litellm = targets.get("litellm")
-    head = ["path", "metric", "direct", "meridian", "meridian vs direct", "LiteLLM", "target"]
+    head = ["path", "metric", "direct", "floor", "meridian", "meridian vs direct",
+            "meridian vs floor", "LiteLLM", "target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for path_key, metric, get, kind, target in rows(results):
         label = PATHS[path_key].name if path_key else "Process"
         upstream = PATHS[path_key].upstream if path_key else ""
         d = None if kind == "cpu" or not path_key else get(direct, upstream)
+        f = get(floor, path_key) if floor else None
         m = get(meridian, path_key)
         lv = get(litellm, path_key) if litellm is not None else None
-        cells = [label, metric, fmt(d, kind), fmt(m, kind) + _flag(meridian, path_key, metric),
-                 _versus(m, d, kind), fmt(lv, kind), _verdict(target, m, d, kind)]
+        cells = [label, metric, fmt(d, kind), fmt(f, kind),
+                 fmt(m, kind) + _flag(meridian, path_key, metric), _versus(m, d, kind),
+                 _against_floor(m, f, kind), fmt(lv, kind), _verdict(target, m, d, kind)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# Issue 8's goal: the pass-through at this share of the floor's req/s (32 connections).
+FLOOR_GOAL = 0.75
+
+
+def _against_floor(m: float | None, f: float | None, kind: str) -> str:
+    """meridian ÷ floor for throughput and CPU, meridian minus floor for latency."""
+    if m is None or f is None or kind in ("mb", "s"):
+        return DASH
+    if kind in ("rps", "cpu"):
+        return f"{m / f:.2f}{TIMES}" if f else DASH
+    return f"{m - f:+.2f} ms"
 
 
 def _flag(t: dict[str, Any], path: str, metric: str) -> str:
@@ -161,6 +178,14 @@ def summary(results: dict[str, Any]) -> str:
             if m and lv:
                 out.append(f"- {PATHS[key].name}: meridian does {m / lv:.0f}{TIMES} "
                            "LiteLLM's req/s at 32 connections.")
+    if "floor" in t and "meridian" in t and 32 in results["conns"]:
+        for key in t["floor"].get("paths", {}):
+            m = _cell("load", 32, "rps")(t["meridian"], key)
+            f = _cell("load", 32, "rps")(t["floor"], key)
+            if m and f:
+                ok = "✅" if m / f >= FLOOR_GOAL else "❌"
+                out.append(f"- {PATHS[key].name}: meridian does {m / f:.2f}{TIMES} the Python "
+                           f"floor's req/s at 32 connections (goal ≥ {FLOOR_GOAL}{TIMES}) {ok}.")
     out += overhead_summary(results)
     out += other_work_summary(results)
     errors = {name: sum(c.get("errors", 0) for p in tr.get("paths", {}).values()

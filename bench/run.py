@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--litellm", help="LiteLLM venv dir or executable "
                     "(default: bench/litellm-venv, then /tmp/litellm-venv)")
     ap.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM column")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="skip the Python floor (a bare Starlette + uvicorn + aiohttp proxy)")
     ap.add_argument("--delta-delay-ms", type=float, default=0.0,
                     help="fake upstream pause between streamed events")
     ap.add_argument("--out", type=Path, default=targets.BENCH / "results",
@@ -147,10 +149,12 @@ class Bench:
                  f"errors {res.errors}  other work {other_cores:.2f} cores")
         return cell
 
-    def measure_paths(self, base: str, proxy: Server | None) -> dict[str, Any]:
+    def measure_paths(
+        self, base: str, proxy: Server | None, only: list[str] | None = None
+    ) -> dict[str, Any]:
         direct = proxy is None
         out: dict[str, Any] = {}
-        keys = self.args.paths
+        keys = only if only is not None else self.args.paths
         if direct:  # the baseline is per upstream format
             keys = list(dict.fromkeys(PATHS[k].upstream for k in keys))
         for key in keys:
@@ -170,14 +174,14 @@ class Bench:
             out[key] = res
         return out
 
-    def measure_proxy(self, server: Server) -> dict[str, Any]:
+    def measure_proxy(self, server: Server, only: list[str] | None = None) -> dict[str, Any]:
         self.log(f"{server.name}: starting")
         colds = [server.start()]
         time.sleep(0.5)  # let start-up allocations settle before calling it idle
         result: dict[str, Any] = {"rss_idle_mb": rss_mb(server.pid)}
         self.log(f" up in {colds[0]:.2f} s, idle RSS {result['rss_idle_mb']:.1f} MB")
         try:
-            result["paths"] = self.measure_paths(server.base, server)
+            result["paths"] = self.measure_paths(server.base, server, only)
             result["rss_load_mb"] = rss_mb(server.pid)
         finally:
             server.stop()
@@ -237,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         upstream.start()
         bench.log(f"fake upstream on {upstream.base}; direct")
         results["targets"]["direct"] = {"paths": bench.measure_paths(upstream.base, None)}
+        passthrough = [p for p in args.paths if not PATHS[p].translated]
+        if not args.no_floor and passthrough:
+            # The Python floor passes bytes through; it has no translated path.
+            floor = targets.floor_server(workdir, upstream.port)
+            results["targets"]["floor"] = bench.measure_proxy(floor, passthrough)
         if not args.no_meridian:
             cmd = targets.meridian_command(args.meridian_cmd)
             server = targets.meridian_server(workdir, upstream.port, cmd)

@@ -42,9 +42,11 @@ def meridian_command(explicit: str | None) -> list[str]:
 
 def meridian_server(
     workdir: Path, upstream_port: int, command: list[str], *, ledger: bool = True,
-    name: str = "meridian",
+    name: str = "meridian", env: dict[str, str] | None = None, responses_api: bool = False,
 ) -> Server:
-    """meridian on the fake upstream; ``ledger=False`` sets ``storage.usage_ledger: false``."""
+    """meridian on the fake upstream; ``ledger=False`` sets ``storage.usage_ledger: false``;
+    ``env`` adds to its environment (e.g. a PYTHONPATH to another version's source);
+    ``responses_api`` says the OpenAI upstream serves /v1/responses itself."""
 
     def launch(port: int) -> list[str]:
         up = f"http://127.0.0.1:{upstream_port}"
@@ -52,7 +54,8 @@ def meridian_server(
             "server": {"listen": [f"127.0.0.1:{port}"], "master_key": MASTER_KEY},
             "storage": {"path": str(db_path(workdir, port)), "usage_ledger": ledger},
             "providers": {
-                "fake_oai": {"type": "openai", "api_key": "dummy", "base_url": up + "/v1"},
+                "fake_oai": {"type": "openai", "api_key": "dummy", "base_url": up + "/v1",
+                             **({"responses_api": True} if responses_api else {})},
                 "fake_ant": {"type": "anthropic", "api_key": "dummy", "base_url": up},
             },
             "models": {
@@ -64,8 +67,18 @@ def meridian_server(
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return [*command, "serve", "--config", str(path)]
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
-    return Server(name, launch, "/health", workdir / f"{name}.log", env)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
+    return Server(name, launch, "/health", workdir / f"{name}.log", {**environ, **(env or {})})
+
+
+def floor_server(workdir: Path, upstream_port: int) -> Server:
+    """The Python floor (`floor.py`): a bare Starlette + uvicorn + aiohttp pass-through."""
+
+    def launch(port: int) -> list[str]:
+        return [sys.executable, str(BENCH / "floor.py"), "--port", str(port),
+                "--upstream", f"http://127.0.0.1:{upstream_port}"]
+
+    return Server("floor", launch, "/health", workdir / "floor.log")
 
 
 def db_path(workdir: Path, port: int) -> Path:

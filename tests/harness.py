@@ -14,8 +14,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from meridian import config, server
 
 MASTER_KEY = "sk-test-master-key-0123456789"
@@ -24,7 +22,12 @@ MASTER_KEY = "sk-test-master-key-0123456789"
 def settings(raw: dict[str, Any], tmp_path: Path) -> config.Settings:
     raw = dict(raw)
     raw.setdefault("server", {})
-    raw["server"] = {"master_key": MASTER_KEY, "listen": ["127.0.0.1:0"], **raw["server"]}
+    raw["server"] = {
+        "master_key": MASTER_KEY,
+        "listen": ["127.0.0.1:0"],
+        "shutdown_grace_s": 5,
+        **raw["server"],
+    }
     raw.setdefault("storage", {"path": str(tmp_path / "meridian.db")})
     return config.validate(raw, "<test>")
 
@@ -33,23 +36,19 @@ class Gateway:
     def __init__(self, settings: config.Settings, providers: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.key = MASTER_KEY
-        self.app = server.build(settings, providers)
+        self.built = server.assemble(settings, providers)
+        self.app = self.built.app
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(256)
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                self.app,
-                loop="asyncio",
-                http="httptools",
-                lifespan="on",
-                access_log=False,
-                log_config=None,
-                timeout_graceful_shutdown=5,
-            )
+        # The same protocol, limits and shutdown as `meridian serve`.
+        self._server = server.GracefulServer(
+            server.uvicorn_config(self.built, settings, loop="asyncio"),
+            self.built,
+            settings.server.shutdown_grace_s,
         )
         self._thread = threading.Thread(target=self._run, name="meridian-test", daemon=True)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -84,6 +83,20 @@ class Gateway:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def flush_ledger(self) -> None:
+        """Write every usage row queued so far (the ledger runs in the server's loop)."""
+        assert self.loop is not None
+        asyncio.run_coroutine_threadsafe(self.built.ledger.flush(), self.loop).result(10)
+
+    def usage_rows(self, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """The ledger's rows (after a flush), oldest first."""
+        self.flush_ledger()
+        store = self.built.runtime.store
+        assert store is not None
+        return [
+            dict(r) for r in store.query(f"SELECT * FROM usage WHERE {where} ORDER BY id", params)
+        ]
 
     def headers(self, **extra: str) -> dict[str, str]:
         return {"authorization": f"Bearer {self.key}", **extra}

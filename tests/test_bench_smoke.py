@@ -49,13 +49,28 @@ Rows = dict[tuple[str, str], list[str]]
 
 def run_bench(tmp_path: Path, *extra: str) -> tuple[dict[str, Rows], dict]:
     """Runs the smoke bench; returns its tables (by header) as {(path, metric): cells}."""
-    cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--no-install",
-           "--conns", str(CONNS), "--stream-conns", str(CONNS), "--duration", "1",
-           "--ttft-samples", "5", "--cold-runs", "1",
-           "--overhead-conns", ",".join(map(str, OVERHEAD_CONNS)), "--out", str(tmp_path),
-           *extra]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
-                          check=False)
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "run.py"),
+        "--smoke",
+        "--no-install",
+        "--conns",
+        str(CONNS),
+        "--stream-conns",
+        str(CONNS),
+        "--duration",
+        "1",
+        "--ttft-samples",
+        "5",
+        "--cold-runs",
+        "1",
+        "--overhead-conns",
+        ",".join(map(str, OVERHEAD_CONNS)),
+        "--out",
+        str(tmp_path),
+        *extra,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     text = (tmp_path / "latest.md").read_text()
     assert text.strip() in done.stdout  # what is printed is what is saved
@@ -81,17 +96,23 @@ def assert_numeric(cell: str, row: tuple[str, str], column: str) -> None:
     assert NUMBER.match(cell), f"{column} of {row} is not a number: {cell!r}"
 
 
-def check_path_rows(rows: Rows, label: str) -> None:
+def check_path_rows(rows: Rows, label: str, *, floor: bool) -> None:
     for metric in PATH_METRICS:
         row = (label, metric)
         assert row in rows, f"missing row {row}"
-        direct, meridian, versus, _litellm, _target = rows[row]
+        direct, floor_cell, meridian, versus, versus_floor, _litellm, _target = rows[row]
         assert_numeric(meridian, row, "meridian")
         if "CPU" in metric:  # proxy CPU only: the direct column has none
             assert direct == "\u2013"
         else:
             assert_numeric(direct, row, "direct")
             assert_numeric(versus, row, "meridian vs direct")
+        # The Python floor passes bytes through: it has no translated path.
+        if floor:
+            assert_numeric(floor_cell, row, "floor")
+            assert_numeric(versus_floor, row, "meridian vs floor")
+        else:
+            assert floor_cell == versus_floor == "\u2013"
 
 
 def check_cells(results: dict, paths: list[str]) -> None:
@@ -144,12 +165,13 @@ def test_bench_smoke_has_every_row(tmp_path: Path) -> None:
     rows = tables[MAIN_HEADER]
     assert results["tool"] == tool
     assert "litellm" not in results["targets"]
-    for label in PATH_LABELS.values():
-        check_path_rows(rows, label)
+    for key, label in PATH_LABELS.items():
+        check_path_rows(rows, label, floor=key != "translated")
+    assert sorted(results["targets"]["floor"]["paths"]) == ["anthropic", "openai"]
     for metric in PROCESS_METRICS:
         row = ("Process", metric)
         assert row in rows, f"missing row {row}"
-        assert_numeric(rows[row][1], row, "meridian")
+        assert_numeric(rows[row][2], row, "meridian")
     assert len(rows) == len(PATH_LABELS) * len(PATH_METRICS) + len(PROCESS_METRICS)
     check_cells(results, list(PATH_LABELS))
     check_overhead(tables, results, (tmp_path / "latest.md").read_text())
@@ -164,6 +186,25 @@ def test_bench_python_load_generator(tmp_path: Path) -> None:
     assert "overhead" not in results
     rows = tables[MAIN_HEADER]
     assert results["tool"] == "python"
-    check_path_rows(rows, PATH_LABELS["translated"])
+    check_path_rows(rows, PATH_LABELS["translated"], floor=False)
+    assert "floor" not in results["targets"]
     assert not any(label == PATH_LABELS["openai"] for label, _ in rows)
     check_cells(results, ["translated"])
+
+
+def test_soak_runs_and_the_ledger_is_exact_under_faults() -> None:
+    """A short soak: every fault and every kind of client at once. Checked for shape and for
+    the one exact property it reports: each API request that reached a handler (served,
+    failed, refused or left) is one call row in the ledger."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "soak.py"), "--minutes", "0.2", "--clients", "8"],
+        capture_output=True, text=True, timeout=300, check=False, cwd=ROOT / "bench",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "| after the load |" in out
+    ledger = next(line for line in out.splitlines() if line.startswith("Ledger:"))
+    assert ledger.endswith("✅."), ledger
+    for scenario in ("plain: 200", "fallback: 200", "slowloris: 408", "big_head: 431",
+                     "deep_json: 400", "no_key: 401"):  # fmt: skip
+        assert f"| {scenario} |" in out, scenario

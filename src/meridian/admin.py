@@ -1,34 +1,57 @@
-"""The admin API for client keys, for the master key only.
+"""The admin API, for the master key only.
 
     GET    /admin/keys                 {"data": [key, ...]}
     POST   /admin/keys                 201 {"secret": "mk-...", ...key}   (the secret, once)
     GET    /admin/keys/{name}          key
     DELETE /admin/keys/{name}          key (revoked)
     POST   /admin/keys/{name}/rotate   {"secret": "mk-...", ...key}
+    POST   /admin/reload               {"generation": n, "models": [...], "needs_restart": [...]}
 
 A key is `KeyInfo.as_dict`. The POST body takes the fields of ``meridian keys create``:
-``name``, ``models`` (a list, or "a,b"), ``rpm``, ``tpm``, ``budget_tokens_month``,
-``budget_usd_month``, ``expires`` ("90d", "12h", "2027-01-01"). No key or a wrong one is a
-401, a client key a 403; every error is ``{"error": {"type", "message"}}``.
+``name``, ``models`` (a list, or "a,b"), ``rpm``, ``tpm``, ``max_parallel``,
+``budget_tokens_month``, ``budget_usd_month``, ``expires`` ("90d", "12h", "2027-01-01").
+No key or a wrong one is a 401, a client key a 403. Every error, whatever went wrong (an
+invalid body, a value out of bounds, a failed reload, even a bug), is
+``{"error": {"type", "message"}}`` with its status: never a traceback or plain text.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from meridian.auth import Authenticator
-from meridian.errors import InvalidRequest, MeridianError, PermissionDenied, RequestTooLarge
+from meridian.errors import (
+    ApiError,
+    ClientClosed,
+    InvalidRequest,
+    MeridianError,
+    PermissionDenied,
+)
+from meridian.http.body import parse_object, read_body
 from meridian.keys import KeyStore, parse_expires
+from meridian.runtime import ReloadError, Runtime
+
+log = logging.getLogger("meridian.admin")
 
 MAX_BODY = 64 * 1024
-_FIELDS = ("name", "models", "rpm", "tpm", "budget_tokens_month", "budget_usd_month", "expires")
+MAX_DEPTH = 8  # a key is a flat object with one list in it
+_FIELDS = (
+    "name",
+    "models",
+    "rpm",
+    "tpm",
+    "max_parallel",
+    "budget_tokens_month",
+    "budget_usd_month",
+    "expires",
+)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -43,15 +66,11 @@ def error_response(exc: MeridianError) -> JSONResponse:
 
 
 async def _read_json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise RequestTooLarge(f"request body over {MAX_BODY} bytes")
     try:
-        body = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest(f"the body must be a JSON object, got {type(body).__name__}")
+        raw = await read_body(request.stream(), MAX_BODY, request.headers.get("content-length"))
+    except ClientDisconnect:
+        raise ClientClosed("the client went away") from None
+    body = parse_object(raw or b"{}", MAX_DEPTH)
     unknown = sorted(set(body) - set(_FIELDS))
     if unknown:
         raise InvalidRequest(
@@ -77,17 +96,23 @@ def _create_args(body: dict[str, Any], now: float) -> dict[str, Any]:
         "models": models,
         "rpm": body.get("rpm"),
         "tpm": body.get("tpm"),
+        "max_parallel": body.get("max_parallel"),
         "budget_tokens_month": body.get("budget_tokens_month"),
         "budget_usd_month": body.get("budget_usd_month"),
         "expires_at": None if expires is None else parse_expires(expires, now),
     }
 
 
-def routes(authenticator: Authenticator, keys: KeyStore) -> list[Route]:
+def routes(
+    authenticator: Callable[[], Authenticator], keys: KeyStore, runtime: Runtime | None = None
+) -> list[Route]:
+    """The admin routes; ``authenticator()`` is the current one (a reload may change the
+    master key)."""
+
     def master_only(handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
             try:
-                principal = await authenticator.authenticate(request.headers)
+                principal = await authenticator().authenticate(request.headers)
                 if not principal.is_master:
                     raise PermissionDenied(
                         f"key {principal.name!r} is a client key: the admin API takes the "
@@ -96,6 +121,9 @@ def routes(authenticator: Authenticator, keys: KeyStore) -> list[Route]:
                 return await handler(request)
             except MeridianError as exc:
                 return error_response(exc)
+            except Exception:
+                log.exception("admin request failed", extra={"path": request.url.path})
+                return error_response(ApiError("internal error; see meridian's log"))
 
         return guarded
 
@@ -125,10 +153,27 @@ def routes(authenticator: Authenticator, keys: KeyStore) -> list[Route]:
         info = await asyncio.to_thread(keys.get, name)
         return JSONResponse({"secret": secret, **info.as_dict(keys.clock())})
 
+    async def reload(request: Request) -> Response:
+        if runtime is None:
+            raise InvalidRequest("reload is not available in this process")
+        try:
+            gen, pending = await runtime.reload()
+        except ReloadError as exc:
+            raise InvalidRequest(f"the configuration was not reloaded: {exc}") from None
+        return JSONResponse(
+            {
+                "generation": gen.number,
+                "source": gen.settings.source,
+                "models": gen.router.aliases,
+                "needs_restart": pending,
+            }
+        )
+
     return [
         Route("/admin/keys", master_only(list_keys), methods=["GET"]),
         Route("/admin/keys", master_only(create_key), methods=["POST"]),
         Route("/admin/keys/{name}", master_only(get_key), methods=["GET"]),
         Route("/admin/keys/{name}", master_only(revoke_key), methods=["DELETE"]),
         Route("/admin/keys/{name}/rotate", master_only(rotate_key), methods=["POST"]),
+        Route("/admin/reload", master_only(reload), methods=["POST"]),
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from meridian.errors import AuthenticationFailed, PermissionDenied
 from meridian.model import Usage
@@ -26,6 +26,24 @@ class Principal:
     models: frozenset[str] | None = None  # None: every model
     rpm: int | None = None
     tpm: int | None = None
+    max_parallel: int | None = None
+    budget_tokens_month: int | None = None
+    budget_usd_month: float | None = None
+
+    @property
+    def caller(self) -> str:
+        """A stable name for this key (``master`` or ``key:<id>``), never the key itself:
+        what a provider keys per-caller state by."""
+        return MASTER if self.key_id is None else f"key:{self.key_id}"
+
+    @property
+    def token_limited(self) -> bool:
+        """Has a limit that a call's estimated cost is reserved against."""
+        return (
+            self.tpm is not None
+            or self.budget_tokens_month is not None
+            or self.budget_usd_month is not None
+        )
 
     @property
     def is_master(self) -> bool:
@@ -49,12 +67,20 @@ class KeyResolver(Protocol):
         ...
 
 
+class Ticket(Protocol):
+    settled: bool
+
+
 class Admission(Protocol):
-    """Per-key limits: `admit` before a call (raises RateLimited), `settle` after it."""
+    """Per-key limits: `admit` reserves a call's estimated cost before it runs (or raises
+    RateLimited); `settle` replaces the reservation with the real usage after it. The cost
+    is estimated only for a principal that is ``token_limited``."""
 
-    async def admit(self, principal: Principal, alias: str) -> None: ...
+    async def admit(
+        self, principal: Principal, alias: str, *, tokens: int = 0, usd: float = 0.0
+    ) -> Any: ...
 
-    def settle(self, principal: Principal, usage: Usage) -> None: ...
+    def settle(self, principal: Principal, ticket: Any, usage: Usage) -> None: ...
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

@@ -1,20 +1,23 @@
 """``meridian check --live``: one tiny request through every alias, the smoke test an
-operator runs after a deploy. It drives the providers in-process (no server needed)."""
+operator runs after a deploy. It runs in-process (no server needed), through the same core
+as every API call (`meridian.calls.Call`): routing, fallbacks, retries, preparation and the
+providers, exactly as a client's request would go."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
-from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from meridian import providers as provider_registry
-from meridian.calls import new_request_id
+import orjson
+
+from meridian import dialects, generation
+from meridian.calls import Answer, Call, Gateway
 from meridian.config import Settings
-from meridian.errors import MeridianError
-from meridian.model import Collector, Message, Request, TextBlock
-from meridian.providers.base import CallContext
-from meridian.router import Router
+from meridian.errors import MeridianError, Timeout
+from meridian.generation import Generations
+from meridian.health import Health
 
 PROMPT = "Reply with the single word: pong"
 
@@ -22,67 +25,69 @@ PROMPT = "Reply with the single word: pong"
 @dataclass(frozen=True, slots=True)
 class CheckRow:
     alias: str
-    provider: str
-    model: str
+    deployment: str  # provider/model that answered (or failed last)
     ok: bool
     latency_ms: float
     answer: str = ""
     error: str = ""
+    failed: list[str] = field(default_factory=list)  # deployments tried before, that failed
 
 
 async def live_check(settings: Settings, timeout_s: float = 60.0) -> list[CheckRow]:
-    providers = {n: provider_registry.build(n, c) for n, c in settings.providers.items()}
-    router = Router(settings, providers)
-    for provider in providers.values():
-        await provider.start()
+    key = "mk-check-" + secrets.token_urlsafe(16)
+    health = Health(settings.router.cooldown)
+    gen = generation.build(1, settings, key, None, health)
+    await gen.start()
+    gw = Gateway(Generations(gen), health=health)
+    headers = {"authorization": f"Bearer {key}"}
+    rows = []
     try:
-        rows = []
-        for alias in router.aliases:
-            for route in router.routes_for(alias):
-                request = route.prepare(
-                    Request(
-                        model=alias,
-                        messages=(Message("user", (TextBlock(PROMPT),)),),
-                        max_tokens=16,
-                    )
+        for alias in gen.router.aliases:
+            first = gen.router.routes_for(alias)[0].deployment
+            call = Call(gw, dialects.CHAT, path="meridian check --live", headers=headers)
+            started = time.perf_counter()
+            body = {
+                "model": alias,
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": PROMPT}],
+            }
+            try:
+                await call.admit()
+                async with asyncio.timeout(timeout_s):
+                    answer = await call.answer(body)
+                assert isinstance(answer, Answer)
+                text = _text(answer.body)
+                served = answer.headers.get("x-meridian-deployment", first)
+                rows.append(
+                    CheckRow(alias, served, True, _ms(started), text[:40], "", _failed(call))
                 )
-                started = time.perf_counter()
-                try:
-                    collector = Collector()
-                    async with asyncio.timeout(timeout_s):
-                        ctx = CallContext(new_request_id(), timeout_s=timeout_s)
-                        async with aclosing(route.provider.stream(request, ctx)) as events:
-                            async for event in events:
-                                collector.feed(event)
-                    text = " ".join(
-                        b.text for b in collector.response().content if isinstance(b, TextBlock)
-                    )
-                    rows.append(
-                        CheckRow(
-                            alias,
-                            route.provider_name,
-                            route.model,
-                            True,
-                            _ms(started),
-                            answer=text.strip()[:40],
-                        )
-                    )
-                except (MeridianError, TimeoutError) as exc:
-                    message = str(exc) or f"no answer within {timeout_s:g} s"
-                    rows.append(
-                        CheckRow(
-                            alias,
-                            route.provider_name,
-                            route.model,
-                            False,
-                            _ms(started),
-                            error=message[:200],
-                        )
-                    )
+            except TimeoutError:
+                call.fail(Timeout(f"no answer within {timeout_s:g} s"))
+                rows.append(
+                    _failure(alias, call, first, started, f"no answer within {timeout_s:g} s")
+                )
+            except MeridianError as exc:
+                call.fail(exc)
+                rows.append(_failure(alias, call, first, started, exc.message))
         return rows
     finally:
-        for provider in providers.values():
-            await provider.aclose()
+        await gen.aclose()
+
+
+def _failure(alias: str, call: Call, first: str, started: float, message: str) -> CheckRow:
+    deployment = f"{call.rec.provider}/{call.rec.upstream_model}" if call.rec.provider else first
+    return CheckRow(alias, deployment, False, _ms(started), "", message[:200], _failed(call))
+
+
+def _failed(call: Call) -> list[str]:
+    return [f"{a.provider}/{a.upstream_model} ({a.error_type})" for a in call.rec.attempts]
+
+
+def _text(body: bytes) -> str:
+    data = orjson.loads(body)
+    choices = data.get("choices") or [{}]
+    content = (choices[0].get("message") or {}).get("content")
+    return str(content or "").strip()
 
 
 def _ms(started: float) -> float:

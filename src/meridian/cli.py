@@ -58,10 +58,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"server": settings.server.model_copy(update={"listen": listen})}
         )
+    from meridian.store import StoreError
+
     logs.configure("INFO")
     try:
         masterkey.ensure(settings)  # the one place a missing key file is generated (logged)
         server.serve(settings)
+    except StoreError as exc:
+        print(f"meridian: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"meridian: {exc}", file=sys.stderr)
         return 1
@@ -95,7 +100,8 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
 
     from meridian import masterkey
 
-    console = Console()
+    # Piped (a log, a CI step): wide enough that no cell is folded.
+    console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(
         f"[green]ok[/green] {settings.source}: "
         f"{len(settings.providers)} providers, {len(settings.models)} models"
@@ -112,13 +118,18 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     from meridian.check import live_check
 
     rows = asyncio.run(live_check(settings, timeout_s=args.timeout))
-    table = Table("alias", "provider", "model", "result", "latency", "answer")
+    table = Table("alias", "served by", "result", "latency", "answer", "failed first")
     failed = 0
     for row in rows:
         failed += not row.ok
         result = "[green]ok[/green]" if row.ok else f"[red]error[/red] {row.error}"
         table.add_row(
-            row.alias, row.provider, row.model, result, f"{row.latency_ms:.0f} ms", row.answer
+            row.alias,
+            row.deployment,
+            result,
+            f"{row.latency_ms:.0f} ms",
+            row.answer,
+            ", ".join(row.failed),
         )
     console.print(table)
     return 1 if failed else 0
@@ -186,9 +197,9 @@ def _leaves(
 
 
 def _extensions() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
-    from meridian import cli_auth, cli_keys, cli_usage
+    from meridian import cli_auth, cli_keys, cli_reload, cli_usage
 
-    return [cli_auth.add_parser, cli_keys.add_parser, cli_usage.add_parser]
+    return [cli_auth.add_parser, cli_keys.add_parser, cli_reload.add_parser, cli_usage.add_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,7 +35,7 @@ def _provider(settings: Settings, name: str | None) -> ClaudeCodeProviderConfig 
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    from meridian import claude_auth
+    from meridian.providers.claude import auth as claude_auth
 
     conf = _provider(settings, args.provider)
     if conf is None:
@@ -46,14 +46,14 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _login(settings: Settings, args: argparse.Namespace) -> int:
-    from meridian import claude_auth
+    from meridian.providers.claude import auth as claude_auth
 
     conf = _provider(settings, args.provider)
     return 2 if conf is None else claude_auth.login(conf)
 
 
 def _refresh(settings: Settings, args: argparse.Namespace) -> int:
-    from meridian import claude_auth
+    from meridian.providers.claude import auth as claude_auth
 
     conf = _provider(settings, args.provider)
     return 2 if conf is None else claude_auth.refresh_token(conf)

@@ -24,7 +24,7 @@ from meridian import keyfile, runas
 from meridian.config import Settings
 from meridian.errors import MeridianError
 from meridian.keys import KeyInfo, KeyStore, human_time, new_secret, parse_expires
-from meridian.store import Store
+from meridian.store import Store, StoreError
 
 _WARNING = "Store this secret now: it will not be shown again."
 
@@ -58,6 +58,9 @@ def _guarded(run: Handler) -> Handler:
             return 1
         except keyfile.KeyFileError as exc:
             print(f"meridian keys: invalid key file\n{exc}", file=sys.stderr)
+            return 2
+        except StoreError as exc:
+            print(f"meridian keys: {exc}", file=sys.stderr)
             return 2
         except (sqlite3.Error, OSError) as exc:
             print(f"meridian keys: {settings.storage.path}: {exc}", file=sys.stderr)
@@ -96,6 +99,7 @@ def create(settings: Settings, args: argparse.Namespace) -> int:
             models=models,
             rpm=args.rpm,
             tpm=args.tpm,
+            max_parallel=args.max_parallel,
             budget_tokens_month=args.budget_tokens_month,
             budget_usd_month=args.budget_usd_month,
             expires_at=expires_at,
@@ -118,6 +122,8 @@ def _limits(info: KeyInfo) -> str:
         parts.append(f"{info.rpm:,} rpm")
     if info.tpm is not None:
         parts.append(f"{info.tpm:,} tpm")
+    if info.max_parallel is not None:
+        parts.append(f"{info.max_parallel:,} in parallel")
     if info.budget_tokens_month is not None:
         parts.append(f"{info.budget_tokens_month:,} tokens/mo")
     if info.budget_usd_month is not None:
@@ -243,6 +249,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--models", metavar="A,B", help="model aliases it may use (default: all)")
     p.add_argument("--rpm", type=int, help="requests per minute")
     p.add_argument("--tpm", type=int, help="tokens per minute")
+    p.add_argument("--max-parallel", type=int, help="calls in flight at once")
     p.add_argument("--budget-tokens-month", type=int, metavar="N", help="tokens per month (UTC)")
     p.add_argument("--budget-usd-month", type=float, metavar="X", help="USD per month (UTC)")
     p.add_argument("--expires", metavar="WHEN", help="90d, 12h, 30m, 2w or a date: 2027-01-01")

@@ -17,10 +17,19 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from platformdirs import user_data_path
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -37,13 +46,40 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class HttpLimits(_Model):
+    """What one peer may cost before it has proven anything: enforced by the HTTP layer
+    itself, before authentication (see meridian.http.protocol)."""
+
+    # Open connections; beyond this a new connection gets 503 + retry-after and is closed.
+    max_connections: int = Field(default=1024, ge=1)
+    # API requests being answered (streams included); beyond this: 529 / 503 + retry-after.
+    max_in_flight: int = Field(default=512, ge=1)
+    # The request line and headers together, and how many header fields: else 431.
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    max_headers: int = Field(default=100, ge=8, le=10_000)
+    # From a request's first byte to the end of its headers; then from there to the end of
+    # its body. Past either: 408 and the connection is closed (nginx: 60 s for the head).
+    header_timeout_s: float = Field(default=60, gt=0)
+    body_timeout_s: float = Field(default=120, gt=0)
+    # A kept-alive connection with no request in flight is closed after this.
+    idle_timeout_s: float = Field(default=75, gt=0)
+    # JSON bodies nested deeper than this are refused (400) when they are parsed.
+    max_json_depth: int = Field(default=128, ge=8, le=200)
+
+
 class ServerConfig(_Model):
     listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:4000"], min_length=1)
     master_key: SecretStr | None = None
     max_body_mb: float = Field(default=32, gt=0)
-    # Whole-request limit for direct providers, and the idle interval for stream keep-alives.
+    # The whole call, streams included: past it, 504 before the first byte, an in-band
+    # timeout error after it. Per alias: ``models.ALIAS.timeout_s``.
     request_timeout_s: float = Field(default=600, gt=0)
+    # On SIGTERM: how long calls in flight may take to finish before open streams get an
+    # error event and the rest is cancelled.
+    shutdown_grace_s: float = Field(default=30, ge=0)
+    # The idle interval for stream keep-alives (SSE comments / Anthropic pings).
     keepalive_s: float = Field(default=15, gt=0)
+    http: HttpLimits = Field(default_factory=HttpLimits)
     # ``provider/model`` reaches any model of a configured provider without an alias.
     provider_prefix_routing: bool = True
     # GET /metrics answers only to the master key (x-api-key or Bearer).
@@ -79,52 +115,116 @@ class StorageConfig(_Model):
         return value.expanduser()
 
 
+class Timeouts(_Model):
+    """Per provider. The call's own deadline (``server.request_timeout_s``, split across
+    fallbacks by the router) bounds all of these too."""
+
+    # Establishing a connection to the upstream (TCP and TLS).
+    connect_s: float = Field(default=10, gt=0)
+    # From sending the request to the answer's first event (a stream) or its whole body (a
+    # plain answer). None: only the call's deadline applies.
+    first_byte_s: float | None = Field(default=None, gt=0)
+    # The longest silence between two events of a stream, once it has started.
+    idle_s: float = Field(default=300, gt=0)
+
+
+class _ProviderBase(_Model):
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    # Gone: named here only to say what replaced it.
+    timeout_s: None = Field(default=None, exclude=True)
+
+    @field_validator("timeout_s", mode="before")
+    @classmethod
+    def _no_timeout_s(cls, value: Any) -> None:
+        raise ValueError(
+            "replaced by `timeouts: {connect_s, first_byte_s, idle_s}` (and "
+            "server.request_timeout_s for the whole call)"
+        )
+
+
 def _blank_is_none(value: Any) -> Any:
     """``api_key: "${OPENAI_API_KEY:-}"`` with the variable unset means no key (Ollama)."""
     return None if isinstance(value, str) and not value.strip() else value
 
 
-class OpenAIProviderConfig(_Model):
+class OpenAIProviderConfig(_ProviderBase):
     type: Literal["openai"]
     api_key: SecretStr | None = None
     base_url: str = "https://api.openai.com/v1"
     headers: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float | None = Field(default=None, gt=0)
     max_connections: int = Field(default=256, ge=1)
+    # Whether the upstream serves the Responses API (/v1/responses) itself; else meridian
+    # translates it to chat completions. None: yes for api.openai.com only.
+    responses_api: bool | None = None
 
     _api_key = field_validator("api_key", mode="before")(_blank_is_none)
 
+    @model_validator(mode="after")
+    def _one_credential(self) -> OpenAIProviderConfig:
+        if self.api_key is not None and "@" in urlsplit(self.base_url).netloc:
+            raise ValueError(
+                "base_url carries credentials (user:password@) and api_key is set: both would "
+                "be an Authorization header; use one"
+            )
+        return self
 
-class AnthropicProviderConfig(_Model):
+
+class AnthropicProviderConfig(_ProviderBase):
     type: Literal["anthropic"]
     api_key: SecretStr | None = None
     base_url: str = "https://api.anthropic.com"
     headers: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float | None = Field(default=None, gt=0)
     max_connections: int = Field(default=256, ge=1)
 
     _api_key = field_validator("api_key", mode="before")(_blank_is_none)
 
 
-class ClaudeCodeProviderConfig(_Model):
+class ClaudeCodeProviderConfig(_ProviderBase):
     type: Literal["claude-code"]
     config_dir: Path = Field(default_factory=lambda: data_dir() / "claude")
     env: dict[str, str] = Field(default_factory=dict)
+    # CLI processes at once, idle ones (kept for a conversation's next turn) included.
     max_concurrency: int = Field(default=4, ge=1)
     max_queue: int = Field(default=32, ge=0)
     queue_timeout_s: float = Field(default=30, gt=0)
     request_timeout_s: float = Field(default=600, gt=0)
+    # How long a process that answered stays alive for the same caller's next turn of the
+    # same conversation (a tool result, a follow-up); 0: every request spawns its own.
+    continuation_ttl_s: float = Field(default=120, ge=0)
+    # Processes started ahead for a caller's next first turn with the same system prompt,
+    # tools and model.
+    warm_spares: int = Field(default=0, ge=0)
+    # The resident memory all idle processes together may hold; the oldest go first.
+    live_memory_mb: int = Field(default=1024, ge=0)
 
     @field_validator("config_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @model_validator(mode="after")
+    def _spares_leave_room(self) -> ClaudeCodeProviderConfig:
+        if self.warm_spares and self.warm_spares >= self.max_concurrency:
+            raise ValueError("warm_spares must be below max_concurrency (spares take slots)")
+        return self
+
 
 ProviderConfig = Annotated[
     OpenAIProviderConfig | AnthropicProviderConfig | ClaudeCodeProviderConfig,
     Field(discriminator="type"),
 ]
+
+
+class ModelCapabilities(_Model):
+    """What ``/v1/models`` says a deployment's model can do, where meridian's catalog does
+    not know the model (a local one) or says otherwise. Unset: the catalog's word."""
+
+    image_input: bool | None = None
+    pdf_input: bool | None = None
+    thinking: bool | None = None
+    effort: bool | None = None
+    structured_outputs: bool | None = None
+    tools: bool | None = None
 
 
 class DeploymentConfig(_Model):
@@ -134,19 +234,62 @@ class DeploymentConfig(_Model):
     default_max_tokens: int | None = Field(default=None, ge=1)
     # Requests asking for more are clamped to this.
     max_output_tokens: int | None = Field(default=None, ge=1)
+    # The model's context window, for /v1/models (default: the catalog's).
+    max_input_tokens: int | None = Field(default=None, ge=1)
+    capabilities: ModelCapabilities = Field(default_factory=ModelCapabilities)
+
+
+class Cooldown(_Model):
+    """The circuit breaker of each deployment (provider + model)."""
+
+    # Consecutive failed attempts (overload, 5xx, timeouts, connection errors) that open it.
+    failures: int = Field(default=3, ge=1)
+    # How long an open deployment is skipped before one probe call may try it; doubled after
+    # each failed probe, up to ``max_s``. A reset time the upstream reported wins.
+    seconds: float = Field(default=30, gt=0)
+    max_s: float = Field(default=300, gt=0)
+
+
+class RouterConfig(_Model):
+    # Further attempts on the same deployment after a retryable error (overload, 429 with a
+    # short retry-after, 5xx, a refused connection), with jittered exponential backoff that
+    # honours retry-after; never after 400/401/403, an exhausted quota or a timeout.
+    retries: int = Field(default=2, ge=0, le=10)
+    # The most a call may spend waiting between retries, in total.
+    retry_budget_s: float = Field(default=15, ge=0)
+    cooldown: Cooldown = Field(default_factory=Cooldown)
+
+
+class AliasConfig(_Model):
+    """The long form of an alias: its deployments plus its own routing policy."""
+
+    deployments: list[DeploymentConfig] = Field(min_length=1)
+    retries: int | None = Field(default=None, ge=0, le=10)
+    retry_budget_s: float | None = Field(default=None, ge=0)
+    # This alias's deadline per call, instead of server.request_timeout_s.
+    timeout_s: float | None = Field(default=None, gt=0)
 
 
 class Settings(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
-    models: dict[str, DeploymentConfig | list[DeploymentConfig]] = Field(default_factory=dict)
+    models: dict[str, DeploymentConfig | list[DeploymentConfig] | AliasConfig] = Field(
+        default_factory=dict
+    )
     # Where it came from, for messages; not a config key.
     source: str = Field(default="<built-in defaults>", exclude=True)
 
     def deployments(self, alias: str) -> list[DeploymentConfig]:
         entry = self.models[alias]
+        if isinstance(entry, AliasConfig):
+            return entry.deployments
         return entry if isinstance(entry, list) else [entry]
+
+    def alias_config(self, alias: str) -> AliasConfig | None:
+        entry = self.models[alias]
+        return entry if isinstance(entry, AliasConfig) else None
 
 
 _LEFT_OUT = object()
@@ -201,8 +344,13 @@ def _check_references(settings: Settings) -> list[str]:
     for alias in settings.models:
         for i, dep in enumerate(settings.deployments(alias)):
             if dep.provider not in settings.providers:
+                entry = settings.models[alias]
                 where = f"models.{alias}" + (
-                    f"[{i}]" if isinstance(settings.models[alias], list) else ""
+                    f"[{i}]"
+                    if isinstance(entry, list)
+                    else f".deployments[{i}]"
+                    if isinstance(entry, AliasConfig)
+                    else ""
                 )
                 known = ", ".join(sorted(settings.providers)) or "none configured"
                 problems.append(
@@ -211,7 +359,14 @@ def _check_references(settings: Settings) -> list[str]:
     return problems
 
 
-_UNION_TAGS = {"openai", "anthropic", "claude-code", "DeploymentConfig", "list[DeploymentConfig]"}
+_UNION_TAGS = {
+    "openai",
+    "anthropic",
+    "claude-code",
+    "DeploymentConfig",
+    "list[DeploymentConfig]",
+    "AliasConfig",
+}
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -290,6 +445,17 @@ _DEFAULT_DIRECT: dict[str, tuple[str, dict[str, Any], list[str]]] = {
 }
 
 
+_CLAUDE_MODELS = (
+    "claude-haiku-4-5",
+    "claude-sonnet-4-6",
+    "claude-opus-4-7",
+    "claude-haiku-5-5",
+    "claude-sonnet-5-5",
+    "claude-opus-5-5",
+)
+_CLAUDE_FAMILIES = ("haiku", "sonnet", "opus")
+
+
 def default_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     providers: dict[str, Any] = {}
@@ -299,13 +465,12 @@ def default_settings(env: Mapping[str, str] | None = None) -> Settings:
             providers[name] = {**conf, "api_key": env[var]}
             models.update({a: {"provider": name, "model": a} for a in aliases})
     # The Claude subscription, through the official CLI; logged in with `meridian auth login`.
+    # Exact model ids (a name must mean one model), and the CLI's family shorthands, which
+    # follow its newest model of the family, under names that say so.
     providers["claude"] = {"type": "claude-code"}
+    models.update({m: {"provider": "claude", "model": m} for m in _CLAUDE_MODELS})
     models.update(
-        {
-            "claude-haiku-4-5": {"provider": "claude", "model": "haiku"},
-            "claude-sonnet-4-6": {"provider": "claude", "model": "sonnet"},
-            "claude-opus-4-7": {"provider": "claude", "model": "opus"},
-        }
+        {f"claude-{f}-latest": {"provider": "claude", "model": f} for f in _CLAUDE_FAMILIES}
     )
     raw: dict[str, Any] = {"providers": providers, "models": models}
     if env.get("MERIDIAN_MASTER_KEY"):

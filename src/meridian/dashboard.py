@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from meridian.auth import Authenticator, presented_key
+from meridian.auth import presented_key
 from meridian.ledger import (
     SummaryRow,
     latency_percentiles,
@@ -34,7 +34,8 @@ from meridian.ledger import (
     usage_series,
     usage_summary,
 )
-from meridian.metrics import Metrics, ProviderState, probe
+from meridian.metrics import Metrics
+from meridian.runtime import Runtime
 from meridian.store import Store
 
 # window -> (seconds, bucket seconds): 48-96 buckets per chart.
@@ -76,14 +77,13 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 def routes(
     store: Store,
-    authenticator: Authenticator,
-    providers: Mapping[str, Any],
+    runtime: Runtime,
     metrics: Metrics | None = None,
     *,
     clock: Callable[[], float] = time.time,
-    probe_timeout_s: float = 2.0,
 ) -> list[BaseRoute]:
-    """``/ui``, ``/ui/static/{name}`` and ``/ui/api/overview``; add them to the app."""
+    """``/ui``, ``/ui/static/{name}`` and ``/ui/api/overview``; add them to the app. What it
+    shows of providers and deployments is the current generation's."""
     page = _asset("index.html")
     assets = {name: (_asset(name), media) for name, media in _ASSETS.items()}
 
@@ -98,19 +98,8 @@ def routes(
         # Short cache: assets change with the installed version, and the URLs carry none.
         return Response(body, headers={"cache-control": "max-age=300"}, media_type=media)
 
-    async def provider_states() -> list[ProviderState]:
-        # Metrics caches the probes (a few seconds): a dashboard left open and a Prometheus
-        # scraping at once do not double the readiness checks.
-        if metrics is not None and metrics.watched >= set(providers):
-            cached = {s.name: s for s in await metrics.refresh()}
-            if set(providers) <= set(cached):
-                return [cached[name] for name in providers]
-        return list(
-            await asyncio.gather(*(probe(n, p, probe_timeout_s) for n, p in providers.items()))
-        )
-
     async def overview(request: Request) -> Response:
-        if not authenticator.is_master(presented_key(request.headers)):
+        if not runtime.current.authenticator.is_master(presented_key(request.headers)):
             return _json({"error": "the master key is required"}, 401)
         window = request.query_params.get("window", "24h")
         if window not in WINDOWS:
@@ -120,22 +109,28 @@ def routes(
         until = math.ceil(now / step) * step
         since = until - span
         states, data = await asyncio.gather(
-            provider_states(), asyncio.to_thread(_query, store, since, until, step)
+            runtime.provider_states(), asyncio.to_thread(_query, store, since, until, step)
         )
+        providers = runtime.current.providers
+        health = runtime.gateway.health
         data.update(
             now=now,
             window=window,
+            generation=runtime.current.number,
+            deployments=[st.as_dict(clock()) for st in health.states()] if health else [],
             providers=[
                 {
                     "name": s.name,
-                    "type": type(providers[s.name]).__name__,
+                    "type": type(providers[s.name]).__name__ if s.name in providers else "",
                     "ready": s.ready,
                     "reason": s.reason,
                     "queue_depth": s.queue_depth,
                     "in_flight": s.in_flight,
                     "limited_until": s.limited_until,
+                    "status": s.status,
                 }
                 for s in states
+                if s.name in providers
             ],
             in_flight=metrics.in_flight_now() if metrics is not None else {},
         )

@@ -10,7 +10,9 @@
      ├── BillingError          billing            402                  429 insufficient_quota
      ├── Overloaded            overloaded         529                  503
      ├── Timeout               timeout            504                  504
-     └── ApiError              api_error          500 (or as given)    500 (or as given)
+     ├── ApiError              api_error          500 (or as given)    500 (or as given)
+     └── ClientClosed          client_closed      499: the client left (nobody to answer;
+                                                  recorded, never rendered)
 
 Providers raise these (never return them), chained with ``from exc`` at the one boundary where
 a foreign error (aiohttp, the Claude SDK) is caught. ``retry_after`` becomes ``retry-after``;
@@ -23,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar, Literal
 
+from meridian.redact import redact_text
+
 Kind = Literal[
     "invalid_request",
     "authentication",
@@ -34,6 +38,7 @@ Kind = Literal[
     "overloaded",
     "timeout",
     "api_error",
+    "client_closed",
 ]
 
 
@@ -60,6 +65,11 @@ class MeridianError(Exception):
         self.param = param
         self.code = code
         self.extra_headers = dict(headers or {})
+        # For the log only, never for a caller: addresses, a library's own words.
+        self.detail: str | None = None
+        # Raised by a provider for what its upstream did (a status, a broken connection), as
+        # opposed to meridian refusing the request: only these count as upstream errors.
+        self.upstream = False
 
     def headers(self) -> dict[str, str]:
         headers = dict(self.extra_headers)
@@ -120,6 +130,13 @@ class ApiError(MeridianError):
     default_status = 500
 
 
+class ClientClosed(MeridianError):
+    """The client went away (nginx's 499): there is no one left to answer."""
+
+    kind = "client_closed"
+    default_status = 499
+
+
 _BY_STATUS: dict[int, type[MeridianError]] = {
     400: InvalidRequest,
     401: AuthenticationFailed,
@@ -150,6 +167,16 @@ def from_upstream_status(
     caller's: answering 401 would make clients such as Home Assistant ask their user to
     re-authenticate against meridian. It becomes a 502 that names the provider instead.
     """
+    err = _from_status(status, message, provider, retry_after, quota_exhausted)
+    err.upstream = True
+    return err
+
+
+def _from_status(
+    status: int, message: str, provider: str, retry_after: float | None, quota_exhausted: bool
+) -> MeridianError:
+    # An upstream may echo a key in its message (OpenAI masks most of it, others may not).
+    message = redact_text(message)
     text = f"{provider}: {message}" if message else f"{provider}: upstream returned HTTP {status}"
     if status in (401, 403):
         return ApiError(

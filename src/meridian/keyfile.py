@@ -38,7 +38,10 @@ from meridian.errors import MeridianError, NotFound
 from meridian.keys import KeyInfo, KeyStore, checked_limits, checked_secret
 
 Action = Literal["create", "update", "revoke", "unchanged"]
-LIMITS = ("models", "rpm", "tpm", "budget_tokens_month", "budget_usd_month", "expires_at")
+LIMITS = (
+    "models", "rpm", "tpm", "max_parallel", "budget_tokens_month", "budget_usd_month",
+    "expires_at",
+)  # fmt: skip
 
 
 class KeyFileError(Exception):
@@ -52,6 +55,7 @@ class KeySpec(BaseModel):
     models: list[str] | None = None
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
+    max_parallel: int | None = Field(default=None, gt=0)
     budget_tokens_month: int | None = Field(default=None, gt=0)
     budget_usd_month: float | None = Field(default=None, gt=0)
     expires: datetime | date | None = None
@@ -95,6 +99,7 @@ class KeySpec(BaseModel):
             else list(dict.fromkeys(m.strip() for m in self.models if m.strip())),
             "rpm": self.rpm,
             "tpm": self.tpm,
+            "max_parallel": self.max_parallel,
             "budget_tokens_month": self.budget_tokens_month,
             "budget_usd_month": self.budget_usd_month,
             "expires_at": self.expires_at(),
@@ -195,6 +200,7 @@ def _differences(keys: KeyStore, info: KeyInfo, want: Desired) -> tuple[str, ...
         "models": None if info.models is None else list(info.models),
         "rpm": info.rpm,
         "tpm": info.tpm,
+        "max_parallel": info.max_parallel,
         "budget_tokens_month": info.budget_tokens_month,
         "budget_usd_month": info.budget_usd_month,
         "expires_at": info.expires_at,

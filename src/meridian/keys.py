@@ -36,6 +36,10 @@ VISIBLE_CHARS = 9  # "mk-" + 6: enough to tell keys apart, far too little to gue
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _DURATION = re.compile(r"(\d+)\s*([mhdw])")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Upper bounds on what a key may be given: beyond them SQLite's integers and the date
+# functions overflow, and no real limit is that large.
+MAX_LIMIT = 10**15
+MAX_EXPIRY_S = 100 * 365 * 86400
 # Tokens a budget counts: everything the upstream bills, cache reads and writes included.
 USED_TOKENS_SQL = "input_tokens + output_tokens + cache_read_tokens + cache_creation_tokens"
 
@@ -58,7 +62,12 @@ def next_month_start(ts: float) -> float:
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        # A value no date can hold (written before expiry dates were bounded): shown as
+        # the farthest date there is rather than breaking every listing.
+        return "9999-12-31T23:59:59Z"
 
 
 def human_time(ts: float) -> str:
@@ -70,7 +79,10 @@ def parse_expires(text: str, now: float) -> float:
     text = text.strip()
     match = _DURATION.fullmatch(text)
     if match:
-        return now + int(match.group(1)) * _UNIT_S[match.group(2)]
+        count = match.group(1)
+        if len(count) > 7:  # more than 9,999,999 of any unit is past any date there is
+            raise InvalidRequest(f"expires: {text!r} is too far in the future", param="expires")
+        return now + int(count) * _UNIT_S[match.group(2)]
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -80,7 +92,10 @@ def parse_expires(text: str, now: float) -> float:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+    try:
+        return when.timestamp()
+    except (OverflowError, OSError, ValueError):
+        raise InvalidRequest(f"expires: {text!r} is not a usable date", param="expires") from None
 
 
 def digest(secret: str) -> bytes:
@@ -95,6 +110,7 @@ class KeyInfo:
     models: tuple[str, ...] | None  # None: every model
     rpm: int | None
     tpm: int | None
+    max_parallel: int | None
     budget_tokens_month: int | None
     budget_usd_month: float | None
     created_at: float
@@ -116,7 +132,16 @@ class KeyInfo:
 
     def principal(self) -> Principal:
         models = None if self.models is None else frozenset(self.models)
-        return Principal(self.name, key_id=self.id, models=models, rpm=self.rpm, tpm=self.tpm)
+        return Principal(
+            self.name,
+            key_id=self.id,
+            models=models,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            max_parallel=self.max_parallel,
+            budget_tokens_month=self.budget_tokens_month,
+            budget_usd_month=self.budget_usd_month,
+        )
 
     def as_dict(self, now: float) -> dict[str, Any]:
         """The JSON shape of the admin API and ``meridian keys list --json``."""
@@ -128,6 +153,7 @@ class KeyInfo:
             "models": None if self.models is None else list(self.models),
             "rpm": self.rpm,
             "tpm": self.tpm,
+            "max_parallel": self.max_parallel,
             "budget_tokens_month": self.budget_tokens_month,
             "budget_usd_month": self.budget_usd_month,
             "tokens_month": self.tokens_month,
@@ -147,6 +173,7 @@ def _info(row: Any, tokens: int = 0, usd: float = 0.0) -> KeyInfo:
         models=None if row["models"] is None else tuple(json.loads(row["models"])),
         rpm=row["rpm"],
         tpm=row["tpm"],
+        max_parallel=row["max_parallel"],
         budget_tokens_month=row["budget_tokens_month"],
         budget_usd_month=row["budget_usd_month"],
         created_at=row["created_at"],
@@ -165,6 +192,10 @@ def _positive(field: str, value: float | None, *, integer: bool = True) -> None:
     if isinstance(value, bool) or not isinstance(value, kind) or not 0 < value < math.inf:
         noun = "a positive integer" if integer else "a positive number"
         raise InvalidRequest(f"{field}: expected {noun}, got {value!r}", param=field)
+    if value > MAX_LIMIT:
+        raise InvalidRequest(
+            f"{field}: at most {MAX_LIMIT:,}; leave it out for no limit", param=field
+        )
 
 
 _SECRET = re.compile(re.escape(SECRET_PREFIX) + r"[A-Za-z0-9_-]{43}")
@@ -189,6 +220,7 @@ def checked_limits(
     models: Sequence[str] | None,
     rpm: int | None,
     tpm: int | None,
+    max_parallel: int | None,
     budget_tokens_month: int | None,
     budget_usd_month: float | None,
     expires_at: float | None,
@@ -206,15 +238,21 @@ def checked_limits(
             )
     _positive("rpm", rpm)
     _positive("tpm", tpm)
+    _positive("max_parallel", max_parallel)
     _positive("budget_tokens_month", budget_tokens_month)
     _positive("budget_usd_month", budget_usd_month, integer=False)
     if expires_at is not None and expires_at <= now:
         raise InvalidRequest(f"expires: {iso(expires_at)} is in the past", param="expires")
+    if expires_at is not None and expires_at > now + MAX_EXPIRY_S:
+        raise InvalidRequest(
+            "expires: at most 100 years from now; leave it out for a key that never expires",
+            param="expires",
+        )
     return listed
 
 
 _COLUMNS = (
-    "id, name, prefix, models, rpm, tpm, budget_tokens_month, budget_usd_month, "
+    "id, name, prefix, models, rpm, tpm, max_parallel, budget_tokens_month, budget_usd_month, "
     "created_at, expires_at, revoked_at, last_used_at"
 )
 
@@ -234,6 +272,7 @@ class KeyStore:
         models: Sequence[str] | None = None,
         rpm: int | None = None,
         tpm: int | None = None,
+        max_parallel: int | None = None,
         budget_tokens_month: int | None = None,
         budget_usd_month: float | None = None,
         expires_at: float | None = None,
@@ -248,7 +287,7 @@ class KeyStore:
             )
         now = self.clock()
         models = checked_limits(
-            models, rpm, tpm, budget_tokens_month, budget_usd_month, expires_at, now
+            models, rpm, tpm, max_parallel, budget_tokens_month, budget_usd_month, expires_at, now
         )
         secret = new_secret() if secret is None else checked_secret(secret)
         with self.store.transaction() as conn:
@@ -261,8 +300,9 @@ class KeyStore:
                     param="name",
                 )
             cur = conn.execute(
-                "INSERT INTO keys (name, prefix, hash, models, rpm, tpm, budget_tokens_month, "
-                "budget_usd_month, created_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO keys (name, prefix, hash, models, rpm, tpm, max_parallel, "
+                "budget_tokens_month, budget_usd_month, created_at, expires_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     name,
                     secret[:VISIBLE_CHARS],
@@ -270,6 +310,7 @@ class KeyStore:
                     None if models is None else json.dumps(models),
                     rpm,
                     tpm,
+                    max_parallel,
                     budget_tokens_month,
                     None if budget_usd_month is None else float(budget_usd_month),
                     now,
@@ -355,22 +396,32 @@ class KeyStore:
         models: Sequence[str] | None,
         rpm: int | None,
         tpm: int | None,
+        max_parallel: int | None = None,
         budget_tokens_month: int | None,
         budget_usd_month: float | None,
         expires_at: float | None,
     ) -> KeyInfo:
         """Set every limit of the active key ``name`` (None: no limit), as `create` takes them."""
         listed = checked_limits(
-            models, rpm, tpm, budget_tokens_month, budget_usd_month, expires_at, self.clock()
+            models,
+            rpm,
+            tpm,
+            max_parallel,
+            budget_tokens_month,
+            budget_usd_month,
+            expires_at,
+            self.clock(),
         )
         with self.store.transaction() as conn:
             cur = conn.execute(
-                "UPDATE keys SET models = ?, rpm = ?, tpm = ?, budget_tokens_month = ?, "
-                "budget_usd_month = ?, expires_at = ? WHERE name = ? AND revoked_at IS NULL",
+                "UPDATE keys SET models = ?, rpm = ?, tpm = ?, max_parallel = ?, "
+                "budget_tokens_month = ?, budget_usd_month = ?, expires_at = ? "
+                "WHERE name = ? AND revoked_at IS NULL",
                 (
                     None if listed is None else json.dumps(listed),
                     rpm,
                     tpm,
+                    max_parallel,
                     budget_tokens_month,
                     None if budget_usd_month is None else float(budget_usd_month),
                     expires_at,

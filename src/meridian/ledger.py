@@ -6,7 +6,13 @@ soon as ``batch_size`` rows wait), takes what is queued and inserts it in a work
 a few multi-row INSERTs, inside one transaction (WAL mode, so readers such as ``meridian
 usage`` never wait for it).
 `Ledger.aclose` drains what is still queued: a completed request is never left unrecorded by
-a graceful shutdown. A failed write puts its rows back and is retried on the next tick.
+a graceful shutdown. A failed write (a full or failing disk) puts its rows back and is retried
+on the next tick; the ledger reports itself unhealthy (``/ready`` says "degraded", the
+``meridian_ledger_healthy`` gauge drops, ``meridian_ledger_pending_records`` grows) and logs
+one warning a minute, not one per tick, until a write succeeds again.
+
+A call is one row (``final = 1``); each of its failed attempts that was retried or fallen back
+from is a row of its own (``final = 0``), so failed attempts show without counting a call twice.
 
 Retention: rows older than ``retention_days`` are purged when the writer starts and daily.
 
@@ -30,12 +36,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from meridian.prices import PriceTable
-from meridian.records import CallRecord
+from meridian.records import AttemptRecord, CallRecord
 from meridian.store import Store
 
 log = logging.getLogger("meridian.ledger")
 
 DAY = 86_400.0
+# While writes keep failing, one warning per this many seconds.
+WARN_EVERY_S = 60.0
 
 COLUMNS = (
     "ts",
@@ -59,6 +67,7 @@ COLUMNS = (
     "stream",
     "error_type",
     "path",
+    "final",
 )
 _INSERT = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES "
 _VALUES = f"({', '.join('?' * len(COLUMNS))})"
@@ -123,10 +132,16 @@ class Ledger:
         self.written = 0
         self.dropped = 0
         self.write_failures = 0
+        self.last_error: str | None = None  # while writes fail: why
+        self._warned_at = -1e18
 
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    @property
+    def healthy(self) -> bool:
+        return self.last_error is None
 
     # -------------------------------------------------------------- the request path
 
@@ -140,6 +155,8 @@ class Ledger:
             return
         # The row now (a tuple of plain values, which the collector soon stops tracking),
         # so that the writer thread runs as little Python, holding the GIL, as possible.
+        for attempt in rec.attempts:
+            self._pending.append(self._attempt_row(rec, attempt))
         self._pending.append(self._row(rec))
         if len(self._pending) >= self._batch_size:
             self._wake.set()
@@ -213,13 +230,29 @@ class Ledger:
             batch = [self._pending.popleft() for _ in range(n)]
             try:
                 await asyncio.to_thread(self._insert, batch)
-            except Exception:
+            except Exception as exc:
                 self.write_failures += 1
                 self._pending.extendleft(reversed(batch))
-                log.exception("usage ledger write failed; %d rows will be retried", n)
+                self._failing(exc)
                 return False
             self.written += n
+            if self.last_error is not None:
+                log.warning(
+                    "usage ledger writes work again; %d rows were waiting", len(self._pending) + n
+                )
+                self.last_error = None
         return True
+
+    def _failing(self, exc: Exception) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = now
+            log.warning(
+                "usage ledger writes are failing (%s); %d rows kept in memory and retried",
+                self.last_error,
+                len(self._pending),
+            )
 
     def _insert(self, batch: Sequence[Row]) -> None:
         with self._store.transaction() as conn:
@@ -259,6 +292,34 @@ class Ledger:
             int(rec.stream),
             rec.error_type,
             rec.path,
+            1,
+        )
+
+    @staticmethod
+    def _attempt_row(rec: CallRecord, attempt: AttemptRecord) -> Row:
+        return (
+            attempt.started_at,
+            rec.request_id,
+            rec.key_id,
+            rec.key_name,
+            rec.surface,
+            rec.endpoint,
+            rec.alias,
+            attempt.provider,
+            attempt.upstream_model,
+            attempt.status,
+            0,
+            0,
+            0,
+            0,
+            0,
+            None,
+            attempt.latency_ms,
+            None,
+            int(rec.stream),
+            attempt.error_type,
+            rec.path,
+            0,
         )
 
 
@@ -303,9 +364,11 @@ def usage_summary(
     n = len(GROUP_COLUMNS[by])
     order = "1" if by == "day" else f"{n + 1} DESC, 1"
     sql = f"""
-        SELECT {group}, COUNT(*), SUM(status >= 400), SUM(input_tokens), SUM(output_tokens),
+        SELECT {group}, SUM(final), SUM(final AND status >= 400), SUM(input_tokens),
+               SUM(output_tokens),
                SUM(cache_read_tokens), SUM(cache_creation_tokens), SUM(reasoning_tokens),
-               TOTAL(cost_usd), SUM(cost_usd IS NULL), AVG(latency_ms)
+               TOTAL(cost_usd), SUM(final AND cost_usd IS NULL),
+               AVG(CASE WHEN final THEN latency_ms END)
         FROM usage WHERE ts >= ? AND ts < ?
         GROUP BY {", ".join(str(i + 1) for i in range(n))} ORDER BY {order}
     """
@@ -370,7 +433,7 @@ def usage_series(
     buckets = max(1, int((until - since + step - 1e-9) // step))
     rows = store.query(
         f"""
-        SELECT CAST((ts - ?) / ? AS INTEGER), COALESCE({column}, '-'), COUNT(*),
+        SELECT CAST((ts - ?) / ? AS INTEGER), COALESCE({column}, '-'), SUM(final),
                SUM(input_tokens + output_tokens + cache_read_tokens + cache_creation_tokens)
         FROM usage WHERE ts >= ? AND ts < ? GROUP BY 1, 2
         """,
@@ -416,7 +479,7 @@ def latency_percentiles(
     rows = store.query(
         """
         SELECT COALESCE(alias, '-'), latency_ms, ttft_ms FROM usage
-        WHERE ts >= ? AND ts < ? AND status < 400 AND latency_ms IS NOT NULL
+        WHERE ts >= ? AND ts < ? AND status < 400 AND final AND latency_ms IS NOT NULL
         ORDER BY ts DESC LIMIT ?
         """,
         (since, _until(until), limit),
@@ -450,7 +513,7 @@ def recent_errors(store: Store, limit: int = 50, since: float = 0.0) -> list[dic
     rows = store.query(
         """
         SELECT ts, request_id, key_name, surface, alias, provider, upstream_model, status,
-               error_type, latency_ms
+               error_type, latency_ms, final
         FROM usage WHERE status >= 400 AND ts >= ? ORDER BY ts DESC LIMIT ?
         """,
         (since, limit),

@@ -1,14 +1,23 @@
-"""Per-key limits: requests and tokens per minute, and monthly token and dollar budgets.
+"""Per-key limits: requests and tokens per minute, calls in parallel, monthly token and dollar
+budgets. One `Limiter` per process, shared by every listener, all in memory.
 
-One `Limiter` per process, shared by every listener, all in memory. rpm is a sliding 60 s
-window of admitted requests; tpm counts the tokens *settled* (reported by the upstream) in
-the last 60 s, so a request is admitted while the window is below the limit and its tokens
-count once it finishes. A budget is this calendar month's (UTC) usage of the key, read from the
-ledger once per key and month and then kept current by `settle`.
+A call reserves before it runs and settles when it ends. `admit` takes the call's estimated
+cost (its input tokens, estimated, plus the ``max_tokens`` it will be sent with, and that
+priced) and admits it only if the key's settled usage plus every reservation in flight plus
+this estimate stays within each limit; the reservation then counts until `settle` replaces it
+with what the upstream reported. Concurrent calls therefore cannot all slip under a limit
+together: a key overshoots at most by what calls used beyond their estimates (their input
+estimate running short, since output is bounded by ``max_tokens``).
 
-Rejections are `RateLimited`: rpm/tpm with ``retry-after`` (when the window frees enough) and
-OpenAI-style ``x-ratelimit-*`` headers; an exhausted budget with ``x-should-retry: false`` and
-the start of next month, since retrying before then cannot help.
+- rpm: a sliding 60 s window of admitted requests.
+- tpm: settled tokens of the last 60 s plus reservations in flight.
+- max_parallel: calls admitted and not yet settled.
+- budgets: this calendar month's (UTC) usage, read from the ledger once per key and month and
+  then kept current by `settle`, plus reservations in flight.
+
+Rejections are `RateLimited` with ``retry-after`` and OpenAI-style ``x-ratelimit-*`` headers.
+One that retrying cannot fix (an exhausted budget, a request larger than a limit) also says
+``x-should-retry: false``; an exhausted budget's retry-after is the start of next month.
 """
 
 from __future__ import annotations
@@ -26,6 +35,18 @@ from meridian.model import Usage
 from meridian.store import Store
 
 WINDOW_S = 60.0
+# A caller refused because its own calls in flight hold the limit: try again about then.
+IN_FLIGHT_RETRY_S = 1.0
+
+
+@dataclass(slots=True)
+class Ticket:
+    """A call's reservation; `Limiter.settle` releases it exactly once."""
+
+    key_id: int | None
+    tokens: int = 0
+    usd: float = 0.0
+    settled: bool = False
 
 
 @dataclass(slots=True)
@@ -33,6 +54,10 @@ class _KeyState:
     requests: deque[float] = field(default_factory=deque)
     tokens: deque[tuple[float, int]] = field(default_factory=deque)
     tokens_in_window: int = 0
+    # Reservations of the calls in flight, and how many there are.
+    reserved_tokens: int = 0
+    reserved_usd: float = 0.0
+    parallel: int = 0
     # The month the budget counters below belong to: [month_begin, month_end).
     month_begin: float = math.inf
     month_end: float = -math.inf
@@ -63,16 +88,28 @@ class Limiter:
         self._clock = clock or self._keys.clock
         self._states: dict[int, _KeyState] = {}
 
-    async def admit(self, principal: Principal, alias: str) -> None:
+    async def admit(
+        self, principal: Principal, alias: str, *, tokens: int = 0, usd: float = 0.0
+    ) -> Ticket:
+        """Admit a call estimated at ``tokens`` (and ``usd``) or raise `RateLimited`."""
         if principal.key_id is None:
-            return  # the master key has no limits
+            return Ticket(None)  # the master key has no limits
         state = self._state(principal.key_id)
         now = self._clock()
         if not state.month_begin <= now < state.month_end:
             await self._load_month(principal.key_id, state, now)
             now = self._clock()
-        self._check_budgets(principal, state, now)
+        # From here to the reservation there is no await: concurrent admissions see each
+        # other's reservations.
+        self._check_budgets(principal, state, now, tokens, usd)
         self._prune(state, now)
+        if principal.max_parallel is not None and state.parallel >= principal.max_parallel:
+            raise RateLimited(
+                f"key {principal.name!r} already has {state.parallel} calls in flight, its "
+                f"limit (max_parallel {principal.max_parallel}); retry when one has finished",
+                retry_after=IN_FLIGHT_RETRY_S,
+                headers=self._headers(principal, state, now),
+            )
         if principal.rpm is not None and len(state.requests) >= principal.rpm:
             wait = state.requests[0] + WINDOW_S - now
             raise RateLimited(
@@ -81,30 +118,27 @@ class Limiter:
                 retry_after=wait,
                 headers=self._headers(principal, state, now),
             )
-        if principal.tpm is not None and state.tokens_in_window >= principal.tpm:
-            excess, wait = state.tokens_in_window - principal.tpm, 0.0
-            for ts, n in state.tokens:
-                excess -= n
-                wait = ts + WINDOW_S - now
-                if excess < 0:
-                    break
-            raise RateLimited(
-                f"key {principal.name!r} is over its limit of {principal.tpm} tokens per "
-                f"minute ({state.tokens_in_window} used in the last minute); retry in "
-                f"{math.ceil(wait)} s",
-                retry_after=wait,
-                headers=self._headers(principal, state, now),
-            )
+        if principal.tpm is not None:
+            self._check_tpm(principal, state, now, tokens)
         if principal.rpm is not None:
             # Without an rpm limit (limits never change for a key) there is nothing to count;
             # a busy key would otherwise keep a minute of timestamps, ~270k at 4,500 req/s.
             state.requests.append(now)
+        state.reserved_tokens += tokens
+        state.reserved_usd += usd
+        state.parallel += 1
+        return Ticket(principal.key_id, tokens, usd)
 
-    def settle(self, principal: Principal, usage: Usage) -> None:
-        """Count a finished call's tokens (and ``usage.cost_usd``, when priced) against the key."""
-        if principal.key_id is None:
+    def settle(self, principal: Principal, ticket: Ticket | None, usage: Usage) -> None:
+        """Replace ``ticket``'s reservation with the call's real usage (``usage.cost_usd``,
+        when priced). Safe to call twice: the second call does nothing."""
+        if principal.key_id is None or ticket is None or ticket.settled:
             return
+        ticket.settled = True
         state = self._state(principal.key_id)
+        state.reserved_tokens -= ticket.tokens
+        state.reserved_usd -= ticket.usd
+        state.parallel -= 1
         now = self._clock()
         n = used_tokens(usage)
         if n and principal.tpm is not None:
@@ -142,25 +176,108 @@ class Limiter:
                 state.used_usd = info.usd_month
             state.month_begin, state.month_end = month_start(now), next_month_start(now)
 
-    def _check_budgets(self, principal: Principal, state: _KeyState, now: float) -> None:
-        if state.budget_tokens is not None and state.used_tokens >= state.budget_tokens:
-            what = (
-                f"its monthly token budget: {state.used_tokens:,} of {state.budget_tokens:,} "
-                "tokens used this month"
-            )
-        elif state.budget_usd is not None and state.used_usd >= state.budget_usd:
-            what = (
-                f"its monthly USD budget: ${state.used_usd:,.2f} of ${state.budget_usd:,.2f} "
-                "used this month"
-            )
-        else:
-            return
+    def _check_budgets(
+        self, principal: Principal, state: _KeyState, now: float, tokens: int, usd: float
+    ) -> None:
+        resets = f"it resets on {human_time(state.month_end)}"
+        budget, used = state.budget_tokens, state.used_tokens
+        if budget is not None:
+            if used >= budget:
+                self._exhausted(
+                    principal,
+                    state,
+                    now,
+                    f"has exhausted its monthly token budget: {used:,} of {budget:,} tokens "
+                    f"used this month; {resets}",
+                )
+            if used + tokens > budget:
+                self._exhausted(
+                    principal,
+                    state,
+                    now,
+                    f"has {budget - used:,} tokens left of its monthly budget, and this request "
+                    f"may use up to {tokens:,} (its input, estimated, plus max_tokens): lower "
+                    f"max_tokens or wait until the budget resets; {resets}",
+                    code="request_too_large",
+                )
+            if used + state.reserved_tokens + tokens > budget:
+                self._busy(principal, state, now, "its monthly token budget")
+        cap, spent = state.budget_usd, state.used_usd
+        if cap is not None:
+            if spent >= cap:
+                self._exhausted(
+                    principal,
+                    state,
+                    now,
+                    f"has exhausted its monthly USD budget: ${spent:,.2f} of ${cap:,.2f} used "
+                    f"this month; {resets}",
+                )
+            if spent + usd > cap:
+                self._exhausted(
+                    principal,
+                    state,
+                    now,
+                    f"has ${cap - spent:,.4f} left of its monthly USD budget, and this request "
+                    f"may cost up to ${usd:,.4f}: lower max_tokens or wait until the budget "
+                    f"resets; {resets}",
+                    code="request_too_large",
+                )
+            if spent + state.reserved_usd + usd > cap:
+                self._busy(principal, state, now, "its monthly USD budget")
+
+    def _exhausted(
+        self,
+        principal: Principal,
+        state: _KeyState,
+        now: float,
+        what: str,
+        code: str = "insufficient_quota",
+    ) -> None:
         raise RateLimited(
-            f"key {principal.name!r} has exhausted {what}; it resets on "
-            f"{human_time(state.month_end)}",
+            f"key {principal.name!r} {what}",
             retry_after=state.month_end - now,
             should_retry=False,
-            code="insufficient_quota",
+            code=code,
+        )
+
+    def _busy(self, principal: Principal, state: _KeyState, now: float, what: str) -> None:
+        raise RateLimited(
+            f"key {principal.name!r}: the {state.parallel} calls it has in flight hold the rest "
+            f"of {what}; retry when they have finished",
+            retry_after=IN_FLIGHT_RETRY_S,
+            headers=self._headers(principal, state, now),
+        )
+
+    def _check_tpm(self, principal: Principal, state: _KeyState, now: float, tokens: int) -> None:
+        tpm = principal.tpm
+        assert tpm is not None
+        if tokens > tpm:
+            raise RateLimited(
+                f"key {principal.name!r}: this request may use up to {tokens:,} tokens (its "
+                f"input, estimated, plus max_tokens), more than the key's limit of {tpm:,} "
+                "tokens per minute: lower max_tokens",
+                should_retry=False,
+                code="request_too_large",
+                headers=self._headers(principal, state, now),
+            )
+        taken = state.tokens_in_window + state.reserved_tokens
+        if taken + tokens <= tpm:
+            return
+        if state.tokens_in_window + tokens <= tpm:
+            self._busy(principal, state, now, "its tokens-per-minute limit")
+        # Wait until enough settled tokens leave the window.
+        excess, wait = taken + tokens - tpm, IN_FLIGHT_RETRY_S
+        for ts, n in state.tokens:
+            excess -= n
+            wait = ts + WINDOW_S - now
+            if excess <= 0:
+                break
+        raise RateLimited(
+            f"key {principal.name!r} is over its limit of {tpm:,} tokens per minute "
+            f"({state.tokens_in_window:,} used in the last minute, {state.reserved_tokens:,} "
+            f"reserved by calls in flight, {tokens:,} asked); retry in {math.ceil(wait)} s",
+            retry_after=max(wait, IN_FLIGHT_RETRY_S),
+            headers=self._headers(principal, state, now),
         )
 
     @staticmethod
@@ -186,7 +303,7 @@ class Limiter:
         if principal.tpm is not None:
             headers["x-ratelimit-limit-tokens"] = str(principal.tpm)
             headers["x-ratelimit-remaining-tokens"] = str(
-                max(0, principal.tpm - state.tokens_in_window)
+                max(0, principal.tpm - state.tokens_in_window - state.reserved_tokens)
             )
             reset = state.tokens[-1][0] + WINDOW_S - now if state.tokens else 0.0
             headers["x-ratelimit-reset-tokens"] = _duration(reset)

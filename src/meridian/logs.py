@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import orjson
 
 from meridian.records import CallRecord
+from meridian.redact import redact
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(
@@ -67,6 +68,10 @@ def configure(level: int | str = "INFO", stream: TextIO | None = None) -> loggin
     """JSON lines on ``stream`` (default stdout) for every logger. Replaces the handler an
     earlier call installed (calling it twice does not double the lines) and leaves other
     handlers alone. Returns the handler."""
+    # What a JSON line never shows, not gathered for every record (the logging HOWTO's
+    # "Optimization"): the caller's file and line, thread, process and process name.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, _HANDLER_MARK, False):
@@ -171,48 +176,3 @@ class RequestLog:
 
     async def aclose(self) -> None:
         return None
-
-
-REDACTED = "[redacted]"
-# Keys whose values are credentials wherever they appear (headers, bodies, nested configs).
-_SECRET_KEYS = frozenset(
-    {
-        "api_key",
-        "api-key",
-        "apikey",
-        "x-api-key",
-        "authorization",
-        "proxy-authorization",
-        "x-goog-api-key",
-        "cookie",
-        "set-cookie",
-        "password",
-        "secret",
-        "token",
-        "access_token",
-        "refresh_token",
-        "client_secret",
-    }
-)
-# Well-known key formats: Anthropic and OpenAI (``sk-``), Google (``AIza``), meridian's
-# own client keys (``mk-``), bearer tokens.
-_SECRET_PREFIXES = ("sk-", "AIza", "mk-", "Bearer ", "bearer ")
-
-
-def redact(value: Any, secrets: Sequence[str] = ()) -> Any:
-    """A copy of a JSON-like value with credentials replaced by ``[redacted]``."""
-    if isinstance(value, dict):
-        return {
-            k: REDACTED if str(k).lower() in _SECRET_KEYS else redact(v, secrets)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(v, secrets) for v in value]
-    if isinstance(value, str):
-        if value.startswith(_SECRET_PREFIXES):
-            return REDACTED
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
-    return value

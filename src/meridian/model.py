@@ -18,12 +18,15 @@ by `collect()`. The event grammar is Anthropic's:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeAlias
 
 JSON: TypeAlias = Any
-Role = Literal["user", "assistant"]
+# "system": an instruction given in the middle of the conversation (Claude Code sends them
+# inside `messages` for a model it does not know; OpenAI allows them anywhere). Text only.
+# Instructions before the first turn live in `Request.system`.
+Role = Literal["user", "assistant", "system"]
 StopReason = Literal[
     "end_turn",
     "max_tokens",
@@ -109,6 +112,20 @@ Block: TypeAlias = (
 class Message:
     role: Role
     content: tuple[Block, ...]
+
+
+def instructions(
+    system: tuple[TextBlock, ...], messages: Sequence[Message]
+) -> tuple[tuple[TextBlock, ...], tuple[Message, ...]]:
+    """For an API with one system prompt (Anthropic's, the Claude CLI's): the system prompt
+    with every mid-conversation system message appended in order, and the conversation
+    without them."""
+    if not any(m.role == "system" for m in messages):
+        return system, tuple(messages)
+    extra = [
+        b for m in messages if m.role == "system" for b in m.content if isinstance(b, TextBlock)
+    ]
+    return (*system, *extra), tuple(m for m in messages if m.role != "system")
 
 
 @dataclass(frozen=True, slots=True)

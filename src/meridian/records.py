@@ -14,6 +14,19 @@ from typing import Protocol
 from meridian.model import Usage
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """A failed attempt of a call that then tried again (retry) or elsewhere (fallback)."""
+
+    provider: str
+    upstream_model: str
+    status: int
+    error_type: str
+    latency_ms: float
+    started_at: float  # unix seconds
+    upstream: bool  # the upstream (not meridian) failed it
+
+
 @dataclass(slots=True)
 class CallRecord:
     request_id: str
@@ -33,6 +46,10 @@ class CallRecord:
     error_type: str | None = None
     # "relay" (pass-through) or "translate" (through the canonical model).
     path: str | None = None
+    # The error, when the upstream (not meridian or the caller) caused it.
+    upstream_error: bool = False
+    # Failed attempts before the final one, in order.
+    attempts: list[AttemptRecord] = field(default_factory=list)
 
 
 class Observer(Protocol):

@@ -1,31 +1,41 @@
 """``meridian serve``: settings in, a running gateway out.
 
-`build` turns `Settings` into the app (providers, store, keys, observers); `serve` binds every
-listener and runs uvicorn until SIGTERM/SIGINT, then shuts down gracefully: listeners close,
-in-flight calls get ``shutdown_grace_s`` to finish, the lifespan closes providers (killing
-any Claude CLI process) and flushes the usage ledger.
+`assemble` turns `Settings` into the app (store, keys, the first generation, observers);
+`serve` binds every listener and runs uvicorn behind meridian's guarded HTTP protocol until
+SIGTERM/SIGINT. SIGHUP reloads the config file (`meridian.runtime`).
+
+Shutdown is graceful: listeners close, calls in flight get ``server.shutdown_grace_s`` to
+finish; then every stream still open gets an error event in its client's format and every
+call not yet answered a 529/503, and after a few more seconds whatever is left is cancelled.
+The lifespan then closes providers (stopping any Claude CLI process) and flushes the ledger.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import math
+import resource
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import FrameType
 
 import uvicorn
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.applications import Starlette
 
-from meridian import admin, dashboard, logs, masterkey
-from meridian import providers as provider_registry
-from meridian.app import Runtime, create_app
+from meridian import admin, dashboard, generation, logs, masterkey
+from meridian.app import create_app
 from meridian.auth import Authenticator
 from meridian.calls import Gateway
 from meridian.config import Settings
+from meridian.generation import Generations
+from meridian.health import Health
+from meridian.http.protocol import Guard
 from meridian.keys import KeyStore, StoreKeyResolver
 from meridian.ledger import Ledger
 from meridian.limits import Limiter
@@ -33,10 +43,15 @@ from meridian.logs import RequestLog
 from meridian.metrics import Metrics, metrics_route
 from meridian.prices import PriceTable
 from meridian.providers.base import Provider
-from meridian.router import Router
+from meridian.records import Observer
+from meridian.runtime import Runtime
 from meridian.store import Store
 
 log = logging.getLogger("meridian.server")
+
+# After the grace period: how long streams get to send their error event and close.
+ABORT_GRACE_S = 5.0
+_STATE_CODES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 
 def master_key(settings: Settings) -> str:
@@ -53,48 +68,97 @@ class Built:
     ledger: Ledger
     metrics: Metrics
     registry: CollectorRegistry
+    guard: Guard
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.runtime.gateway
 
 
 def assemble(settings: Settings, providers: Mapping[str, Provider] | None = None) -> Built:
-    """The app for ``settings``; ``providers`` replaces the configured ones (tests, embedding)."""
-    if providers is None:
-        providers = {n: provider_registry.build(n, c) for n, c in settings.providers.items()}
-    store = Store(settings.storage.path)
+    """The app for ``settings``; ``providers`` replaces the configured ones (tests, embedding).
+    Opens the store: a database that cannot be used raises `StoreError` here, before
+    anything listens."""
+    store = Store(settings.storage.path).open()
     keys = KeyStore(store)
     resolver = StoreKeyResolver(keys)
     master = master_key(settings)
-    authenticator = Authenticator(master, resolver)
     prices = PriceTable()
     ledger = Ledger(store, prices, retention_days=settings.storage.retention_days)
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    for name, provider in providers.items():
-        metrics.watch_provider(name, provider)
-    metrics.watch_ledger(ledger)
+    health = Health(settings.router.cooldown)
+    first = generation.build(1, settings, master, resolver, health, providers)
+    gens = Generations(first)
     request_log = RequestLog(log_bodies=settings.server.log_bodies, secrets=[master])
+    observers: list[Observer] = [request_log, metrics]
+    if settings.storage.usage_ledger:
+        observers.insert(1, ledger)
     gateway = Gateway(
-        router=Router(settings, providers),
-        authenticator=authenticator,
+        generations=gens,
         # One limiter per process: every listener shares its windows and budgets.
         admission=Limiter(keys),
-        observers=[request_log, ledger, metrics]
-        if settings.storage.usage_ledger
-        else [request_log, metrics],
+        observers=observers,
+        unrouted=[request_log, metrics],
         prices=prices,
         metrics=metrics,
+        health=health,
         request_log=request_log if settings.server.log_bodies else None,
-        max_body_bytes=int(settings.server.max_body_mb * 1024 * 1024),
-        keepalive_s=settings.server.keepalive_s,
-        request_timeout_s=settings.server.request_timeout_s,
     )
-    runtime = Runtime(gateway=gateway, providers=providers, store=store, closers=[resolver.aclose])
+    runtime = Runtime(
+        gateway=gateway,
+        store=store,
+        ledger=ledger if settings.storage.usage_ledger else None,
+        resolver=resolver,
+        generated_master_key=None if settings.server.master_key else master,
+        closers=[resolver.aclose],
+    )
+    guard = Guard(settings.server.http)
+    metrics.watch_providers(lambda: gateway.current.providers)
+    metrics.watch_ledger(ledger)
+    metrics.collect_also(lambda: _gateway_series(gateway, guard))
+
+    def authenticator() -> Authenticator:
+        return gateway.current.authenticator
+
     metrics_auth = authenticator if settings.server.metrics_require_key else None
     extra = [
-        *admin.routes(authenticator, keys),
-        *dashboard.routes(store, authenticator, providers, metrics),
+        *admin.routes(authenticator, keys, runtime),
+        *dashboard.routes(store, runtime, metrics),
         metrics_route(metrics, metrics_auth),
     ]
-    return Built(create_app(runtime, extra), runtime, ledger, metrics, registry)
+    return Built(create_app(runtime, extra), runtime, ledger, metrics, registry, guard)
+
+
+def _gateway_series(gateway: Gateway, guard: Guard) -> Iterable[Metric]:
+    state = GaugeMetricFamily(
+        "meridian_deployment_state",
+        "Circuit of each deployment that has failed lately: 0 closed, 1 half-open, 2 open.",
+        labels=["provider", "model"],
+    )
+    until = GaugeMetricFamily(
+        "meridian_deployment_open_until_seconds",
+        "Unix time until which an open deployment is skipped.",
+        labels=["provider", "model"],
+    )
+    if gateway.health is not None:
+        now = gateway.health.clock()
+        for st in gateway.health.states():
+            current = st.state_at(now)
+            state.add_metric([st.provider, st.model], _STATE_CODES[current])
+            until.add_metric([st.provider, st.model], st.open_until if current == "open" else 0)
+    gen = GaugeMetricFamily("meridian_config_generation", "Config generation in force (reloads).")
+    gen.add_metric([], gateway.current.number)
+    out: list[Metric] = [state, until, gen]
+    for name, doc, value in (
+        ("meridian_http_shed_connections", "Connections refused (max_connections).", guard.shed),
+        ("meridian_http_request_timeouts", "Requests answered 408 (too slow).", guard.timeouts),
+        ("meridian_http_oversized_heads", "Requests answered 431 (head too big).", guard.too_large),
+    ):
+        counter = CounterMetricFamily(name, doc)
+        counter.add_metric([], value)
+        out.append(counter)
+    return out
 
 
 def build(settings: Settings, providers: Mapping[str, Provider] | None = None) -> Starlette:
@@ -117,7 +181,32 @@ def bind(listen: str) -> socket.socket:
     return sock
 
 
-class _Server(uvicorn.Server):
+def uvicorn_config(built: Built, settings: Settings, *, loop: str = "uvloop") -> uvicorn.Config:
+    """uvicorn, behind meridian's guarded protocol; the same for ``serve`` and the tests."""
+    return uvicorn.Config(
+        built.app,
+        loop=loop,
+        http=built.guard.protocol_factory(),  # type: ignore[arg-type]
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        # uvicorn's own cap would answer plain text; the guard and the calls shed instead.
+        limit_concurrency=None,
+        timeout_keep_alive=max(1, math.ceil(settings.server.http.idle_timeout_s)),
+        timeout_graceful_shutdown=math.ceil(settings.server.shutdown_grace_s + ABORT_GRACE_S),
+    )
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn, with meridian's end of the grace period and without a failing exit code for
+    a clean SIGTERM."""
+
+    def __init__(self, config: uvicorn.Config, built: Built, grace_s: float) -> None:
+        super().__init__(config)
+        self.built = built
+        self.grace_s = grace_s
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         # uvicorn re-raises a captured SIGTERM once it has shut down, so a clean, graceful
@@ -125,22 +214,52 @@ class _Server(uvicorn.Server):
         if sig == signal.SIGTERM:
             self._captured_signals.remove(sig)
 
+    async def _wait_tasks_to_complete(self) -> None:
+        gateway = self.built.gateway
+        gateway.closing = True
+        try:
+            async with asyncio.timeout(self.grace_s):
+                await super()._wait_tasks_to_complete()
+        except TimeoutError:
+            stopped = gateway.stop_calls()
+            log.warning(
+                "shutdown grace of %gs is over: stopping %d calls still running",
+                self.grace_s,
+                stopped,
+            )
+            # uvicorn's own timeout (grace + ABORT_GRACE_S) cancels whatever is left.
+            await super()._wait_tasks_to_complete()
+        await self.built.guard.aclose()
 
-def serve(settings: Settings, *, shutdown_grace_s: int = 30) -> None:
+
+def raise_fd_limit(wanted: int) -> None:
+    """Every connection is a file descriptor, and so is each upstream connection: raise the
+    soft limit towards the hard one so that max_connections can actually be reached."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            log.warning("cannot raise the open-files limit from %d to %d", soft, target)
+            return
+        soft = target
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "the open-files limit (%d) is below what server.http.max_connections needs (%d): "
+            "connections may fail before the limit sheds them",
+            soft,
+            wanted,
+        )
+
+
+def serve(settings: Settings) -> None:
+    built = assemble(settings)  # StoreError here: nothing listens yet
     sockets = [bind(listen) for listen in settings.server.listen]
-    app = build(settings)
-    config = uvicorn.Config(
-        app,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        timeout_graceful_shutdown=shutdown_grace_s,
-        timeout_keep_alive=75,
+    raise_fd_limit(settings.server.http.max_connections * 2 + 256)
+    server = GracefulServer(
+        uvicorn_config(built, settings), built, settings.server.shutdown_grace_s
     )
-    server = _Server(config)
     # Everything imported and built so far lives as long as the process: take it out of the
     # cyclic collector's sight. Otherwise every full collection walks it all, stalling the
     # loop for 10-20 ms, and under load full collections come several times a second
@@ -153,4 +272,14 @@ def serve(settings: Settings, *, shutdown_grace_s: int = 30) -> None:
         {name: conf.type for name, conf in settings.providers.items()},
         settings.models,
     )
-    server.run(sockets=sockets)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: loop.create_task(built.runtime.reload_quietly())
+        )
+        await server.serve(sockets=sockets)
+
+    import uvloop
+
+    uvloop.run(run())

@@ -62,7 +62,17 @@ MIGRATIONS: list[str] = [
     CREATE INDEX usage_ts ON usage(ts);
     CREATE INDEX usage_key_ts ON usage(key_id, ts);
     """,
+    # 2: calls in parallel per key; every attempt of a call in the ledger (a failed one that
+    # was retried or fallen back from is a row with final = 0).
+    """
+    ALTER TABLE keys ADD COLUMN max_parallel INTEGER;
+    ALTER TABLE usage ADD COLUMN final INTEGER NOT NULL DEFAULT 1;
+    """,
 ]
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message names the file and what is wrong with it."""
 
 
 class Store:
@@ -76,19 +86,50 @@ class Store:
         return self._conn is not None
 
     def open(self) -> Store:
+        """Open (creating and migrating as needed) or raise `StoreError` saying why not: a
+        directory, a file that is not a database, a damaged one, one from a newer meridian."""
         if self._conn is not None:
             return self
-        if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute("PRAGMA foreign_keys=ON")
-        self._conn = conn
-        self._migrate()
+        where = str(self.path)
+        try:
+            if where != ":memory:":
+                if self.path.is_dir():
+                    raise StoreError(f"{where}: is a directory; storage.path must name a file")
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except OSError as exc:
+            raise StoreError(f"{where}: cannot open the database: {exc.strerror}") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"{where}: cannot open the database: {exc}") from None
+        try:
+            conn.row_factory = sqlite3.Row
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"{where}: written by a newer meridian (schema version {version}; this "
+                    f"one knows up to {len(MIGRATIONS)}): upgrade meridian, or point "
+                    "storage.path at another file"
+                )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._conn = conn
+            self._migrate()
+            # Reads the pages a damaged (e.g. truncated) file is most likely missing.
+            conn.execute("SELECT count(*) FROM keys").fetchone()
+            conn.execute("SELECT max(rowid) FROM usage").fetchone()
+        except StoreError:
+            self._abandon(conn)
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._abandon(conn)
+            raise StoreError(f"{where}: not a usable meridian database ({exc})") from None
         return self
+
+    def _abandon(self, conn: sqlite3.Connection) -> None:
+        self._conn = None
+        conn.close()
 
     def close(self) -> None:
         with self._lock:

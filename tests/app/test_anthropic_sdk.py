@@ -217,13 +217,16 @@ def test_image_to_openai(client: anthropic.Anthropic, fake_openai: FakeOpenAI) -
 def test_overloaded_before_first_byte(
     client: anthropic.Anthropic, fake_anthropic: FakeAnthropic
 ) -> None:
-    fake_anthropic.reply_overloaded()
+    # The first attempt and router.retries (2) more, after a backoff: all overloaded.
+    for _ in range(3):
+        fake_anthropic.reply_overloaded()
     with pytest.raises(anthropic.APIStatusError) as info:
         client.messages.create(
             model="claude-test", max_tokens=10, messages=[{"role": "user", "content": "x"}]
         )
     assert info.value.status_code == 529
     assert info.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    assert len(fake_anthropic.requests) == 3
 
 
 @pytest.mark.parametrize("alias", ["claude-test", "gpt-test"])

@@ -192,6 +192,10 @@ def test_server_stays_up_after_bad_input(gateway: Gateway) -> None:
 
 def test_health_and_ready_need_no_key(gateway: Gateway) -> None:
     status, _, payload = send(gateway, "/ready", b"", {}, method="GET")
+    assert (status, payload) == (200, {"status": "ready"})
+    # The details are the operator's.
+    status, _, payload = send(gateway, "/ready", b"", {"x-api-key": "K"}, method="GET")
     assert status == 200
     assert payload["store"] == "open"
     assert set(payload["providers"]) == {"oai", "ant"}
+    assert payload["servable"] == ["gpt-test", "o3-test", "claude-test", "fallback-test"]

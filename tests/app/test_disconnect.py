@@ -23,14 +23,14 @@ from meridian.model import (
     TextBlock,
     TextDelta,
 )
-from meridian.providers.base import CallContext, Relay
+from meridian.providers.base import CallContext, Capabilities, Operation, Relayed
 
 
 class EndlessProvider:
     """Streams text forever, one delta every 20 ms, and notes when it is closed."""
 
     name = "endless"
-    native_wire = None
+    capabilities = Capabilities()
 
     def __init__(self) -> None:
         self.closed = threading.Event()
@@ -47,7 +47,7 @@ class EndlessProvider:
         finally:
             self.closed.set()
 
-    async def relay(self, body: dict[str, Any], ctx: CallContext) -> Relay:
+    async def relay(self, op: Operation, body: dict[str, Any], ctx: CallContext) -> Relayed:
         raise NotImplementedError
 
     async def start(self) -> None: ...

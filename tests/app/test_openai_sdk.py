@@ -206,13 +206,16 @@ def test_no_max_tokens_to_anthropic_gets_a_default_and_big_ones_are_clamped(
 def test_rate_limit_before_first_byte_keeps_retry_after(
     client: openai.OpenAI, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.reply_rate_limited(retry_after=7)
+    # Longer than router.retry_budget_s (15 s): not worth waiting for here, so the client
+    # gets the upstream's own retry-after at once.
+    fake_openai.reply_rate_limited(retry_after=30)
     with pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(
             model="gpt-test", messages=[{"role": "user", "content": "x"}]
         )
-    assert info.value.response.headers["retry-after"] == "7"
+    assert info.value.response.headers["retry-after"] == "30"
     assert info.value.response.headers.get("x-should-retry") != "false"
+    assert len(fake_openai.requests) == 1
 
 
 def test_quota_exhausted_is_not_retryable(client: openai.OpenAI, fake_openai: FakeOpenAI) -> None:

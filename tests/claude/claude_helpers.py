@@ -16,7 +16,7 @@ from fakes import FakeAnthropic
 from meridian.config import ClaudeCodeProviderConfig
 from meridian.model import Collector, Event, Message, Request, Response, TextBlock
 from meridian.providers.base import CallContext
-from meridian.providers.claude_code import ClaudeCodeProvider
+from meridian.providers.claude import ClaudeCodeProvider
 
 MARK = f"meridian-test-{uuid.uuid4()}"
 OAUTH_TOKEN = "sk-ant-oat01-fake-access-token"
@@ -80,8 +80,8 @@ def make_config(
     )
 
 
-def ask(text: str, **fields: Any) -> Request:
-    return Request(model="haiku", messages=(Message("user", (TextBlock(text),)),), **fields)
+def ask(text: str, model: str = "haiku", **fields: Any) -> Request:
+    return Request(model=model, messages=(Message("user", (TextBlock(text),)),), **fields)
 
 
 async def run(

@@ -17,7 +17,7 @@ from claude_helpers import make_config, wait_gone
 
 from fakes import FakeAnthropic
 from meridian.config import ClaudeCodeProviderConfig
-from meridian.providers.claude_code import ClaudeCodeProvider
+from meridian.providers.claude import ClaudeCodeProvider
 
 
 @pytest.fixture(autouse=True)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from claude_helpers import OAUTH_TOKEN, make_config, write_oauth_login
 
 from fakes import FakeAnthropic
-from meridian import claude_auth
 from meridian.config import ClaudeCodeProviderConfig
+from meridian.providers.claude import auth as claude_auth
 
 
 def test_status_of_a_stored_subscription_login(tmp_path: Path) -> None:
@@ -102,3 +105,30 @@ def test_refresh_token_reports_a_rejected_login(
     config = make_config(tmp_path, fake_anthropic)  # an API key the upstream rejects
     fake_anthropic.reply_auth_error()
     assert claude_auth.refresh_token(config) == 1
+
+
+async def test_the_login_is_read_off_the_event_loop_once_per_ttl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = ClaudeCodeProviderConfig(type="claude-code", config_dir=tmp_path)
+    write_oauth_login(tmp_path)
+    now = [0.0]
+    watch = claude_auth.LoginWatch(config, ttl_s=5, clock=lambda: now[0])
+    readers: list[threading.Thread] = []
+    real = claude_auth._read_json
+
+    def read(path: Path) -> dict[str, Any]:
+        readers.append(threading.current_thread())
+        return real(path)
+
+    monkeypatch.setattr(claude_auth, "_read_json", read)
+    states = await asyncio.gather(*(watch.state() for _ in range(20)))
+    assert set(states) == {(True, "ok")}
+    assert readers and threading.main_thread() not in readers  # never on the event loop
+    reads = len(readers)  # one read served all twenty calls
+
+    (tmp_path / ".credentials.json").unlink()
+    assert await watch.state() == (True, "ok")  # within the ttl: no read
+    assert len(readers) == reads
+    now[0] = 5.0
+    assert (await watch.state())[0] is False  # a lost login shows within the ttl

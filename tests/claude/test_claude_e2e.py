@@ -7,20 +7,29 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anthropic
 import openai
 import pytest
-from claude_helpers import MARK, cli_pids, upstream_turns, wait_gone, write_oauth_login
+from claude_helpers import (
+    MARK,
+    cli_pids,
+    listing,
+    upstream_turns,
+    wait_gone,
+    write_oauth_login,
+)
+from prometheus_client.parser import text_string_to_metric_families
 
 from fakes import FakeAnthropic
 from harness import Gateway
 
 pytestmark = pytest.mark.slow
 
+DISCONNECTS = 50
 WEATHER = {
     "name": "get_weather",
     "description": "Current weather for a city",
@@ -160,37 +169,111 @@ def test_not_logged_in_is_503_for_both_sdks_and_in_ready(
             o.chat.completions.create(
                 model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}]
             )
-        ready = _get(gw.url + "/ready")
+        ready = _get(gw.url + "/ready", gw.key)
     for err in (ant.value, oai.value):
         assert err.status_code == 503
         assert err.response.headers["x-should-retry"] == "false"
         assert "meridian auth login" in err.message
     assert ready["providers"]["claude"]["ready"] is False
+    # The only provider cannot serve: no alias can be answered, and /ready says so.
+    assert ready["status"] == "not ready" and ready["servable"] == []
+    assert "claude" in ready["reason"]
     assert fake_anthropic.requests == []
 
 
-def test_client_disconnect_mid_stream_leaves_no_process(
+def test_disconnects_mid_stream_leave_nothing_behind(
+    gateway: Gateway, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    """Fifty clients leave mid-answer. Each CLI gets the whole graceful stop (interrupt, end
+    of input, TERM, KILL), whatever happens to the call's task meanwhile: no process, no
+    session record, no scratch file, no run left in the pool. Every wait is on an event (a
+    process gone), never on a fixed delay, so load does not change the verdict."""
+    provider = gateway.built.runtime.current.providers["claude"]
+    client = anthropic.Anthropic(base_url=gateway.url, api_key=gateway.key, max_retries=0)
+    for _ in range(DISCONNECTS):
+        fake_anthropic.reply_slow(0.05, text="word " * 400)  # minutes, if nothing stops it
+        with client.messages.stream(
+            model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "go"}]
+        ) as stream:
+            next(iter(stream.text_stream))
+            (pid,) = cli_pids()
+        # Leaving the block closes the HTTP response: the client went away.
+        assert wait_gone([pid], timeout=10) == []
+        assert _settles(lambda: provider.processes.processes == 0)
+
+    assert len(fake_anthropic.requests) == DISCONNECTS
+    assert not any(b"message_stop" in r.sent for r in fake_anthropic.requests)
+    assert provider.in_flight == 0 and provider.status()["processes"]["idle"] == 0
+    assert listing(tmp_path / "claude" / "sessions") in (None, [])
+    assert listing(provider.processes.scratch) == []  # every run's home and temp files
+
+
+def test_the_subscription_windows_show_in_ready_and_metrics(
     gateway: Gateway, fake_anthropic: FakeAnthropic
 ) -> None:
-    fake_anthropic.reply_slow(0.1, text="word " * 400)
+    now = int(time.time())
+    prefix = "anthropic-ratelimit-unified-"
+    fake_anthropic.reply_text(
+        "hi",
+        headers={
+            prefix + "status": "allowed",
+            prefix + "5h-status": "allowed",
+            prefix + "5h-utilization": "0.42",
+            prefix + "5h-reset": str(now + 3600),
+            prefix + "7d-status": "allowed",
+            prefix + "7d-utilization": "0.91",
+            prefix + "7d-reset": str(now + 86400),
+            prefix + "7d-surpassed-threshold": "0.9",
+            prefix + "representative-claim": "seven_day",
+            prefix + "reset": str(now + 86400),
+        },
+    )
     client = anthropic.Anthropic(base_url=gateway.url, api_key=gateway.key, max_retries=0)
-    with client.messages.stream(
-        model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "talk"}]
-    ) as stream:
-        next(iter(stream.text_stream))
-        (pid,) = cli_pids()
-    # Leaving the block closes the HTTP response: the client went away.
-    assert wait_gone([pid], timeout=5) == []
-    sent = len(fake_anthropic.last.sent)
-    time.sleep(0.3)
-    assert len(fake_anthropic.last.sent) == sent
-    assert b"message_stop" not in fake_anthropic.last.sent
+    client.messages.create(
+        model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
+
+    status = _get(gateway.url + "/ready", gateway.key)["providers"]["claude"]["status"]
+    assert status["rate_limits"] == [
+        {"window": "five_hour", "status": "allowed", "utilization": 0.42,
+         "resets_at": now + 3600},
+        {"window": "seven_day", "status": "allowed", "utilization": 0.91,
+         "resets_at": now + 86400},
+    ]  # fmt: skip
+    assert status["processes"]["spawns"] == 1 and status["processes"]["busy"] == 0
+    with urllib.request.urlopen(gateway.url + "/metrics", timeout=10) as resp:
+        families = text_string_to_metric_families(resp.read().decode())
+    series = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in families
+        for sample in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return series[(name, tuple(sorted({"provider": "claude", **labels}.items())))]
+
+    assert value("meridian_provider_window_utilization", window="five_hour") == 0.42
+    assert value("meridian_provider_window_utilization", window="seven_day") == 0.91
+    assert value("meridian_provider_window_resets_at_seconds", window="five_hour") == now + 3600
+    assert value("meridian_provider_processes", state="busy") == 0
+    assert value("meridian_provider_processes", state="idle") == 1  # kept for the next turn
+    assert value("meridian_provider_continuations_total", outcome="miss") == 0
 
 
-def _get(url: str) -> Any:
+def _settles(condition: Callable[[], bool], within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _get(url: str, key: str | None = None) -> Any:
     """JSON from a GET, whatever the status (/ready answers 503 when not ready)."""
+    req = urllib.request.Request(url, headers={"x-api-key": key} if key else {})
     try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return json.loads(err.read())

@@ -10,12 +10,12 @@ import pytest
 from claude_helpers import ask, make_config, run, write_oauth_login
 
 from fakes import FakeAnthropic
-from meridian.claude_process import ClaudeProcesses
 from meridian.config import ClaudeCodeProviderConfig
 from meridian.errors import ApiError, MeridianError, Overloaded, RateLimited
 from meridian.model import BlockDelta, Event
 from meridian.providers.base import CallContext
-from meridian.providers.claude_code import ClaudeCodeProvider
+from meridian.providers.claude import ClaudeCodeProvider
+from meridian.providers.claude.pool import ClaudeProcesses
 
 
 @pytest.fixture
@@ -59,6 +59,9 @@ async def test_exhausted_subscription_window_is_429_with_reset_and_no_retry(
     assert time.strftime("%Y-%m-%dT%H:%M", time.gmtime(resets)) in err.message
     assert "five-hour" in err.message
     assert len(fake_anthropic.requests) == 1  # the CLI's own retry loop is off
+    # The provider says so until the reset: /ready, /metrics and the dashboard read it.
+    assert subscription.limited_until == resets
+    assert subscription.status()["rate_limits"][0]["status"] == "rejected"
 
 
 @pytest.mark.slow

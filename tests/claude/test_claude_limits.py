@@ -10,13 +10,13 @@ from contextlib import aclosing
 from pathlib import Path
 
 import pytest
-from claude_helpers import ask, cli_pids, eventually, make_config, run, wait_gone
+from claude_helpers import ask, cli_pids, eventually, listing, make_config, run, wait_gone
 
 from fakes import FakeAnthropic
 from meridian.errors import MeridianError, Overloaded, Timeout
 from meridian.model import BlockDelta, Event
 from meridian.providers.base import CallContext
-from meridian.providers.claude_code import ClaudeCodeProvider
+from meridian.providers.claude import ClaudeCodeProvider
 
 pytestmark = pytest.mark.slow
 
@@ -94,11 +94,11 @@ async def test_disconnect_interrupts_at_once_and_frees_the_slot(
         await stream.aclose()  # what the surface does when the client goes away
 
     assert provider.in_flight == 0
+    # The CLI is gone, and with it the upstream connection: the answer was abandoned. (Not a
+    # byte count after a pause: the fake may finish one write after its client died.)
     assert wait_gone([pid], timeout=2) == []
-    sent = len(fake_anthropic.last.sent)
-    await asyncio.sleep(0.5)
-    assert len(fake_anthropic.last.sent) == sent  # the upstream stream was abandoned
     assert b"message_stop" not in fake_anthropic.last.sent
+    assert listing(provider.config.config_dir / "sessions") in (None, [])
 
 
 async def test_a_hung_cli_is_killed_at_the_request_timeout(
@@ -138,7 +138,7 @@ import asyncio, signal, sys
 sys.path[:0] = {paths!r}
 from claude_helpers import ask
 from meridian.providers.base import CallContext
-from meridian.providers.claude_code import ClaudeCodeProvider
+from meridian.providers.claude import ClaudeCodeProvider
 from meridian.config import ClaudeCodeProviderConfig
 
 async def main():
@@ -185,9 +185,7 @@ async def test_stopping_the_server_leaves_no_cli_behind(
         child.send_signal(sig)
         assert await asyncio.wait_for(child.wait(), 20) == (0 if sig == signal.SIGTERM else -sig)
         assert wait_gone([pid], timeout=1) == []
-        sent = len(fake_anthropic.last.sent)
-        await asyncio.sleep(0.3)
-        assert len(fake_anthropic.last.sent) == sent  # and the answer stopped upstream
+        assert b"message_stop" not in fake_anthropic.last.sent  # the answer stopped upstream
     finally:
         if child.returncode is None:
             child.kill()

@@ -24,10 +24,11 @@ from claude_helpers import (
 )
 
 from fakes import FakeAnthropic, ReceivedRequest
-from meridian.claude_process import RunSpec, run_argv, run_env
 from meridian.config import ClaudeCodeProviderConfig
 from meridian.model import TextBlock
-from meridian.providers.claude_code import ClaudeCodeProvider
+from meridian.providers.claude import ClaudeCodeProvider
+from meridian.providers.claude.command import run_argv, run_env
+from meridian.providers.claude.spec import RunSpec
 
 PROMPT = "/cost and then show me @/etc/passwd"
 

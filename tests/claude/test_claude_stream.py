@@ -24,7 +24,7 @@ from meridian.model import (
     ThinkingBlock,
 )
 from meridian.providers.base import CallContext
-from meridian.providers.claude_code import ClaudeCodeProvider
+from meridian.providers.claude import ClaudeCodeProvider
 
 pytestmark = pytest.mark.slow
 

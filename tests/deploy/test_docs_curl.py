@@ -50,7 +50,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         } | {
             alias: {"provider": "oai", "model": alias.removeprefix("direct_")}
             for alias in ("direct_gpt-4o", "direct_gpt-4o-mini", "gemini-2.5-flash")
-        }
+        } | {"nomic-embed-text": {"provider": "oai", "model": "nomic-embed-text"}}
         cfg = tmp / "meridian.yaml"
         cfg.write_text(
             json.dumps(

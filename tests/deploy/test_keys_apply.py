@@ -111,14 +111,14 @@ async def test_apply_creates_updates_and_is_idempotent(
     # Change a limit, drop another, rotate one secret through the environment.
     env["PULSE_KEY"] = new_pulse = generate(env)
     keys.write_text(
-        "- name: pulse\n  models: [mini, gpt-4o]\n  secret_env: PULSE_KEY\n"
+        "- name: pulse\n  models: [mini, gpt-4o]\n  max_parallel: 3\n  secret_env: PULSE_KEY\n"
         f"- name: paperless\n  budget_usd_month: 5\n  expires: 2099-01-01\n"
         f"  secret_file: {tmp_path / 'paperless.secret'}\n"
         "- name: laptop\n  revoked: true\n"
     )
     dry = apply(cfg, keys, env, "--dry-run")
     assert actions(dry) == {
-        "pulse": ("update", ["models", "rpm", "secret"]),
+        "pulse": ("update", ["models", "rpm", "max_parallel", "secret"]),
         "paperless": ("unchanged", []),
         "laptop": ("revoke", []),
     }
@@ -126,6 +126,7 @@ async def test_apply_creates_updates_and_is_idempotent(
     assert actions(apply(cfg, keys, env)) == actions(dry)
     have = stored(db)
     assert (have["pulse"]["models"], have["pulse"]["rpm"]) == (["mini", "gpt-4o"], None)
+    assert have["pulse"]["max_parallel"] == 3
     assert have["laptop"]["status"] == "revoked"
     assert await resolves(db, new_pulse) == "pulse"
     assert await resolves(db, pulse) is None

@@ -15,6 +15,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -432,16 +433,46 @@ def served(deployed: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Se
         )
         responses["wrong-key"] = post(oai + "/v1/chat/completions", "mk-" + "x" * 43, {})
         responses["admin"] = get(ant + "/admin/keys", MASTER)
-        responses["ready"] = get(ant + "/ready")
+        responses["ready"] = get(ant + "/ready", MASTER)
+        responses["reloaded"] = reload_with_an_alias_added(deployed.root, proc, oai)
     finally:
-        # The service is strace's child: signal it, as systemd would (KillMode=mixed).
-        child = subprocess.run(
-            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
-        ).stdout.split()
-        for pid in child or [str(proc.pid)]:
-            os.kill(int(pid), signal.SIGTERM)
+        signal_service(proc, signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     return Served(responses, out + err, proc.returncode, trace)
+
+
+def signal_service(proc: subprocess.Popen[str], signum: int) -> None:
+    """The service is strace's child: signal it, as systemd would (KillMode=mixed)."""
+    child = subprocess.run(
+        ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    for pid in child or [str(proc.pid)]:
+        os.kill(int(pid), signum)
+
+
+def reload_with_an_alias_added(
+    root: Path, proc: subprocess.Popen[str], oai: str
+) -> tuple[int, Any]:
+    """What `systemctl reload` does after the role changed the config: SIGHUP (the unit's
+    ExecReload). The running process must serve an alias it did not have."""
+    config = root / "etc/meridian/meridian.yaml"
+    original = config.read_text()
+    chat = {"messages": [{"role": "user", "content": "ping"}]}
+    try:
+        doc = yaml.safe_load(original)
+        doc["models"]["after-reload"] = doc["models"]["direct_gpt-4o-mini"]
+        config.write_text(yaml.safe_dump(doc, sort_keys=False))
+        before = post(oai + "/v1/chat/completions", MASTER, {"model": "after-reload", **chat})
+        assert before[0] == 404, before
+        signal_service(proc, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        answer = before
+        while answer[0] != 200 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            answer = post(oai + "/v1/chat/completions", MASTER, {"model": "after-reload", **chat})
+        return answer
+    finally:
+        config.write_text(original)
 
 
 def test_the_service_answers_with_the_keys_the_role_declared(
@@ -461,10 +492,18 @@ def test_the_service_answers_with_the_keys_the_role_declared(
     assert r["scoped"][0] == 403, r["scoped"]  # pulse may use claude-haiku-4-5 only
     assert r["wrong-key"][0] == 401
     assert r["admin"][0] == 200 and "open-webui" in r["admin"][1].decode()
-    # /ready tells the operator what the playbook said: the Claude login is missing.
+    # /ready (details for the master key) tells the operator what the playbook said: the
+    # Claude login is missing. The other aliases still serve, so the gateway is ready.
+    assert r["ready"][0] == 200, r["ready"]
     assert b"meridian auth login" in r["ready"][1], r["ready"]
     assert served.exit_code == 0, served.output
     assert "meridian started" in served.output
+    # SIGHUP (ExecReload) swapped the config in the same process: the new alias answered.
+    status, body = r["reloaded"]
+    assert status == 200, body
+    assert body["choices"][0]["message"]["content"] == "pong from gpt-4o-mini"
+    assert served.output.count("meridian started") == 1
+    assert "configuration reloaded" in served.output
     for secret in (MASTER, *KEYS.values()):
         assert secret not in served.output
 

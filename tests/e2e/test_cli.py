@@ -106,12 +106,14 @@ def test_check_live_against_a_fake(tmp_path: Path, fake_openai: FakeOpenAI) -> N
         )
     )
     fake_openai.reply_text("pong")
-    fake_openai.reply_server_error()
+    for _ in range(3):  # the first attempt and router.retries (2) more: the same core
+        fake_openai.reply_server_error()
     out = run("check", "--live", "--config", str(path), env=clean_env(tmp_path))
     assert out.returncode == 1
     lines = out.stdout.splitlines()
     assert any("good" in line and "ok" in line and "pong" in line for line in lines)
     assert any("bad" in line and "error" in line for line in lines)
+    assert "oai/gpt-4o-mini" in out.stdout and "(api_error)" in out.stdout
 
 
 def test_serve_on_defaults_two_listeners_and_sigterm(

@@ -81,7 +81,7 @@ class FakeAnthropic(FakeUpstream):
     def _tool_id(n: int, i: int, call: ToolCall) -> str:
         return call.id or f"toolu_fake{n:06d}{i:02d}"
 
-    def _body(self, n: int, reply: Reply, model: str) -> dict[str, Any]:
+    def _body(self, n: int, reply: Reply, model: str, path: str = "") -> dict[str, Any]:
         content: list[dict[str, Any]] = []
         if reply.thinking is not None:
             content.append(
@@ -109,7 +109,9 @@ class FakeAnthropic(FakeUpstream):
             "usage": self._usage(reply, reply.output_tokens),
         }
 
-    def _events(self, n: int, reply: Reply, model: str, request: dict[str, Any]) -> list[bytes]:
+    def _events(
+        self, n: int, reply: Reply, model: str, request: dict[str, Any], path: str = ""
+    ) -> list[bytes]:
         message = self._body(n, reply, model)
         message.update(content=[], stop_reason=None, usage=self._usage(reply, 1))
         out = [sse("message_start", {"type": "message_start", "message": message})]

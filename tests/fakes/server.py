@@ -61,6 +61,12 @@ class Reply:
     fail_after: int = 3
     delay_s: float = 0.0  # before each streamed event (a slow stream)
     headers_delay_s: float = 0.0  # before the response starts (a slow first byte)
+    # A stall of stall_s before streamed event number stall_at (0: after the headers,
+    # before the first event; None: no stall).
+    stall_at: int | None = None
+    stall_s: float = 0.0
+    # After the last event, keep the connection open this long before ending the body.
+    linger_s: float = 0.0
     # Bytes sent verbatim as a 200 body instead of a rendered answer.
     raw: bytes | None = None
     raw_content_type: str = "application/json"
@@ -82,6 +88,12 @@ class ReceivedRequest:
     reply: Reply | None = None
     # The response body bytes written, exactly (for byte-for-byte relay assertions).
     sent: bytes = b""
+    events_sent: int = 0
+    # How the exchange ended, seen from the upstream: "completed", "cancelled" (the client
+    # closed the connection while the handler waited), "disconnected" (a write failed
+    # because the client had gone), or "" while it runs. `ended` is set then.
+    outcome: str = ""
+    ended: threading.Event = field(default_factory=threading.Event)
 
 
 def pieces(text: str, size: int) -> list[str]:
@@ -307,6 +319,19 @@ class FakeUpstream:
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         rec, data = await self._record(request)
+        try:
+            resp = await self._serve_reply(request, rec, data)
+        except asyncio.CancelledError:
+            rec.outcome = rec.outcome or "cancelled"
+            rec.ended.set()
+            raise
+        rec.outcome = rec.outcome or "completed"
+        rec.ended.set()
+        return resp
+
+    async def _serve_reply(
+        self, request: web.Request, rec: ReceivedRequest, data: Any
+    ) -> web.StreamResponse:
         data = data if isinstance(data, dict) else {}
         model = str(data.get("model", ""))
         n, reply = self._next(model, rec.body)
@@ -332,7 +357,7 @@ class FakeUpstream:
         if not data.get("stream"):
             if reply.fail == "reset":
                 reset(request)
-            rec.sent = orjson.dumps(self._body(n, reply, model))
+            rec.sent = orjson.dumps(self._body(n, reply, model, rec.path))
             return web.Response(
                 body=rec.sent,
                 headers={
@@ -341,7 +366,7 @@ class FakeUpstream:
                     **reply.headers,
                 },
             )
-        events = self._events(n, reply, model, data)
+        events = self._events(n, reply, model, data, rec.path)
         resp = web.StreamResponse(
             headers={
                 "content-type": "text/event-stream; charset=utf-8",
@@ -357,8 +382,11 @@ class FakeUpstream:
                     break
                 if reply.delay_s:
                     await asyncio.sleep(reply.delay_s)
+                if reply.stall_at == i:
+                    await asyncio.sleep(reply.stall_s)
                 rec.sent += event
                 await resp.write(event)
+                rec.events_sent += 1
             if reply.fail == "reset":
                 reset(request)
                 return resp
@@ -366,19 +394,23 @@ class FakeUpstream:
                 error = self._stream_error(n, reply)
                 rec.sent += error
                 await resp.write(error)
+            if reply.linger_s:
+                await asyncio.sleep(reply.linger_s)
             await resp.write_eof()
         except ConnectionError:
-            pass  # the client went away; nothing to tell it
+            rec.outcome = "disconnected"  # the client went away; nothing to tell it
         return resp
 
     # Format-specific rendering.
     def _id_headers(self, n: int) -> dict[str, str]:
         raise NotImplementedError
 
-    def _body(self, n: int, reply: Reply, model: str) -> dict[str, Any]:
+    def _body(self, n: int, reply: Reply, model: str, path: str = "") -> dict[str, Any]:
         raise NotImplementedError
 
-    def _events(self, n: int, reply: Reply, model: str, request: dict[str, Any]) -> list[bytes]:
+    def _events(
+        self, n: int, reply: Reply, model: str, request: dict[str, Any], path: str = ""
+    ) -> list[bytes]:
         raise NotImplementedError
 
     def _error_body(self, n: int, reply: Reply) -> dict[str, Any]:

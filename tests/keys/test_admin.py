@@ -26,7 +26,7 @@ def auth(keys: KeyStore) -> Authenticator:
 
 @pytest.fixture
 async def client(auth: Authenticator, keys: KeyStore) -> AsyncIterator[httpx.AsyncClient]:
-    app = Starlette(routes=admin.routes(auth, keys))
+    app = Starlette(routes=admin.routes(lambda: auth, keys))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://admin", timeout=10) as c:
         yield c
@@ -42,9 +42,15 @@ async def test_key_lifecycle(client: httpx.AsyncClient, auth: Authenticator, clo
     r = await client.post(
         "/admin/keys",
         headers={"authorization": f"Bearer {MASTER}"},
-        json={"name": "pulse", "models": "claude-haiku-4-5, direct_gpt-4o", "rpm": 60,
-              "tpm": 100000, "budget_tokens_month": 5_000_000, "budget_usd_month": 12.5,
-              "expires": "90d"},
+        json={
+            "name": "pulse",
+            "models": "claude-haiku-4-5, direct_gpt-4o",
+            "rpm": 60,
+            "tpm": 100000,
+            "budget_tokens_month": 5_000_000,
+            "budget_usd_month": 12.5,
+            "expires": "90d",
+        },
     )
     assert r.status_code == 201, r.text
     created = r.json()
@@ -87,8 +93,13 @@ async def test_only_the_master_key_may_call_it(client: httpx.AsyncClient, keys: 
     client_secret, _ = keys.create("ha")
     revoked, _ = keys.create("old")
     keys.revoke("old")
-    calls = [("GET", "/admin/keys"), ("POST", "/admin/keys"), ("GET", "/admin/keys/ha"),
-             ("DELETE", "/admin/keys/ha"), ("POST", "/admin/keys/ha/rotate")]
+    calls = [
+        ("GET", "/admin/keys"),
+        ("POST", "/admin/keys"),
+        ("GET", "/admin/keys/ha"),
+        ("DELETE", "/admin/keys/ha"),
+        ("POST", "/admin/keys/ha/rotate"),
+    ]
     for method, path in calls:
         r = await client.request(method, path, json={"name": "evil"})
         assert (r.status_code, error(r)["type"]) == (401, "authentication_error")
@@ -108,8 +119,13 @@ async def test_only_the_master_key_may_call_it(client: httpx.AsyncClient, keys: 
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        (b"{not json", 400, "the body is not valid JSON"),
-        (b"[1, 2]", 400, "the body must be a JSON object, got list"),
+        (b"{not json", 400, "the request body is not valid JSON"),
+        (b"[1, 2]", 400, "the request body must be a JSON object"),
+        (b'{"name": "k", "models": ' + b"[" * 300 + b"]" * 300 + b"}", 400, "nested more than"),
+        (b'{"name": "k", "expires": "99999999999d"}', 400, "too far in the future"),
+        (b'{"name": "k", "expires": "9999-12-31"}', 400, "at most 100 years"),
+        (b'{"name": "k", "rpm": 9999999999999999}', 400, "rpm: at most"),
+        (b'{"name": "k", "max_parallel": 0}', 400, "max_parallel: expected a positive integer"),
         (b"{}", 400, "name: required"),
         (b'{"name": "k", "rpm": "60"}', 400, "rpm: expected a positive integer, got '60'"),
         (b'{"name": "k", "tpm": 0}', 400, "tpm: expected a positive integer"),
@@ -137,8 +153,11 @@ async def test_conflicts_and_unknown_names(client: httpx.AsyncClient) -> None:
     assert r.status_code == 201
     r = await client.post("/admin/keys", headers=AS_MASTER, json={"name": "k"})
     assert r.status_code == 409 and "already exists" in error(r)["message"]
-    for method, path in [("GET", "/admin/keys/nope"), ("DELETE", "/admin/keys/nope"),
-                         ("POST", "/admin/keys/nope/rotate")]:
+    for method, path in [
+        ("GET", "/admin/keys/nope"),
+        ("DELETE", "/admin/keys/nope"),
+        ("POST", "/admin/keys/nope/rotate"),
+    ]:
         r = await client.request(method, path, headers=AS_MASTER)
         assert (r.status_code, error(r)["type"]) == (404, "not_found_error")
         assert error(r)["message"] == "no key named 'nope'"

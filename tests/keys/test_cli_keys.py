@@ -18,7 +18,9 @@ from meridian.keys import KeyStore, StoreKeyResolver
 from meridian.store import Store
 
 RAW = {
-    "providers": {"oai": {"type": "openai", "api_key": "sk-upstream", "base_url": "http://127.0.0.1:9"}},
+    "providers": {
+        "oai": {"type": "openai", "api_key": "sk-upstream", "base_url": "http://127.0.0.1:9"}
+    },
     "models": {"gpt-test": {"provider": "oai", "model": "gpt-4o-mini"}},
 }
 
@@ -38,9 +40,27 @@ def run(settings: config.Settings, *argv: str) -> int:
 def test_create_prints_the_secret_alone_on_stdout(
     settings: config.Settings, store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(settings, "create", "--name", "pulse", "--models", "gpt-test,oai/gpt-4.1",
-               "--rpm", "60", "--tpm", "100000", "--budget-tokens-month", "5000000",
-               "--budget-usd-month", "12.5", "--expires", "90d") == 0
+    assert (
+        run(
+            settings,
+            "create",
+            "--name",
+            "pulse",
+            "--models",
+            "gpt-test,oai/gpt-4.1",
+            "--rpm",
+            "60",
+            "--tpm",
+            "100000",
+            "--budget-tokens-month",
+            "5000000",
+            "--budget-usd-month",
+            "12.5",
+            "--expires",
+            "90d",
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     secret = out.strip()
     assert secret.startswith("mk-") and len(secret) == 46
@@ -48,7 +68,10 @@ def test_create_prints_the_secret_alone_on_stdout(
     assert "warning" not in err  # an alias and a provider-prefixed model are both known
     [info] = KeyStore(store).list()
     assert (info.name, info.models, info.rpm, info.tpm) == (
-        "pulse", ("gpt-test", "oai/gpt-4.1"), 60, 100000,
+        "pulse",
+        ("gpt-test", "oai/gpt-4.1"),
+        60,
+        100000,
     )
     assert (info.budget_tokens_month, info.budget_usd_month) == (5000000, 12.5)
     assert info.expires_at is not None and info.prefix == secret[:9]
@@ -82,9 +105,7 @@ def test_errors_are_one_line_and_exit_1(
         assert err.startswith(f"meridian keys: {message}") and err.count("\n") == 1
 
 
-def test_list_json_and_table(
-    settings: config.Settings, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_list_json_and_table(settings: config.Settings, capsys: pytest.CaptureFixture[str]) -> None:
     run(settings, "create", "--name", "ha", "--rpm", "5")
     run(settings, "create", "--name", "gone")
     run(settings, "revoke", "gone")
@@ -92,7 +113,8 @@ def test_list_json_and_table(
     assert run(settings, "list", "--json") == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(k["name"], k["status"], k["rpm"]) for k in listed] == [
-        ("gone", "revoked", None), ("ha", "active", 5),
+        ("gone", "revoked", None),
+        ("ha", "active", 5),
     ]
     assert run(settings, "list", "--json", "--active") == 0
     assert [k["name"] for k in json.loads(capsys.readouterr().out)] == ["ha"]
@@ -123,7 +145,11 @@ def meridian(config_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(ambient)}
     return subprocess.run(
         [sys.executable, "-m", "meridian", "keys", *argv, "--config", str(config_path)],
-        capture_output=True, text=True, timeout=60, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
     )
 
 

@@ -109,7 +109,11 @@ def test_rotate_keeps_the_key_and_changes_the_secret(keys: KeyStore, store: Stor
     assert new != old and new.startswith("mk-")
     assert after.prefix == new[:9] != before.prefix
     assert (after.id, after.models, after.rpm, after.tpm, after.budget_usd_month) == (
-        before.id, ("m",), 5, 500, 2.5,
+        before.id,
+        ("m",),
+        5,
+        500,
+        2.5,
     )
     assert after.tokens_month == 40  # usage follows the key, not the secret
     stored = {bytes(r["hash"]) for r in store.query("SELECT hash FROM keys")}

@@ -15,13 +15,16 @@ from ledgerhelpers import MASTER_KEY, LoopbackServer, rec
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from meridian import dashboard
-from meridian.auth import Authenticator
+from meridian import config, dashboard, generation
+from meridian.calls import Gateway
+from meridian.generation import Generations
+from meridian.health import Health
 from meridian.ledger import Ledger
 from meridian.metrics import Metrics
 from meridian.model import Usage
 from meridian.prices import PriceTable
 from meridian.records import CallRecord
+from meridian.runtime import Runtime
 from meridian.store import Store
 
 
@@ -76,7 +79,12 @@ def records(store: Store) -> list[CallRecord]:
 def server(store: Store, records: list[CallRecord]) -> Iterator[LoopbackServer]:
     metrics = Metrics(CollectorRegistry())
     providers: dict[str, Any] = {"claude": Subscription(), "oai": Direct()}
-    routes = dashboard.routes(store, Authenticator(MASTER_KEY), providers, metrics)
+    settings = config.validate({}, "<test>")
+    health = Health(settings.router.cooldown)
+    gen = generation.build(1, settings, MASTER_KEY, None, health, providers)
+    runtime = Runtime(Gateway(Generations(gen), metrics=metrics, health=health), store=store)
+    metrics.watch_providers(lambda: providers)
+    routes = dashboard.routes(store, runtime, metrics)
     with LoopbackServer(Starlette(routes=routes)) as s:
         yield s
 

@@ -12,6 +12,7 @@ locally and fails under CI.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import shutil
@@ -84,19 +85,57 @@ def traffic(url: str, keys: dict[str, str], fake_openai: FakeOpenAI) -> int:
                 with anthropic.Anthropic(base_url=url, api_key=secret, max_retries=0) as c:
                     c.messages.create(model=alias, max_tokens=200, messages=prompt)  # type: ignore[arg-type]
             sent += 1
-    # Two upstream failures, for the "recent errors" table.
+    # Two upstream failures that a retry gets past (each a "retried" row in recent errors),
+    # then a call that fails every attempt: its deployment's circuit opens.
     fake_openai.reply(Reply(status=500, error_type="server_error", error_message="upstream broke"))
     fake_openai.reply(
         Reply(status=429, error_type="rate_limit_exceeded", error_message="slow down")
     )
-    for _ in range(2):
-        client = openai.OpenAI(base_url=url + "/v1", api_key=keys["pulse"], max_retries=0)
-        with client, pytest.raises(openai.APIStatusError):
+    client = openai.OpenAI(base_url=url + "/v1", api_key=keys["pulse"], max_retries=0)
+    with client:
+        for _ in range(2):
+            client.chat.completions.create(
+                model="gpt-test", messages=[{"role": "user", "content": "hi"}]
+            )
+            sent += 1
+        for _ in range(3):
+            fake_openai.reply(Reply(status=503, error_type="server_error", error_message="down"))
+        with pytest.raises(openai.APIStatusError):
             client.chat.completions.create(
                 model="gpt-test", messages=[{"role": "user", "content": "hi"}]
             )
         sent += 1
     return sent
+
+
+def subscription(config_dir: Path, upstream: str) -> dict[str, Any]:
+    """A Claude subscription provider (the real bundled CLI) with a stored claude.ai login."""
+    config_dir.mkdir(parents=True)
+    login = {"accessToken": "sk-ant-oat01-fake", "refreshToken": "sk-ant-ort01-fake",
+             "expiresAt": int((time.time() + 3600) * 1000), "subscriptionType": "max",
+             "scopes": ["user:inference", "user:profile", "user:sessions:claude_code"]}  # fmt: skip
+    (config_dir / ".credentials.json").write_text(json.dumps({"claudeAiOauth": login}))
+    return {"type": "claude-code", "config_dir": str(config_dir),
+            "env": {"ANTHROPIC_BASE_URL": upstream}}  # fmt: skip
+
+
+def subscription_call(url: str, secret: str, fake: FakeAnthropic) -> int:
+    """One answer through the CLI; the upstream reports the subscription's usage windows."""
+    now = int(time.time())
+    unified = "anthropic-ratelimit-unified-"
+    fake.reply_text(
+        "From the subscription.",
+        headers={unified + "status": "allowed", unified + "representative-claim": "seven_day",
+                 unified + "5h-status": "allowed", unified + "5h-utilization": "0.42",
+                 unified + "5h-reset": str(now + 3600), unified + "7d-status": "allowed",
+                 unified + "7d-utilization": "0.91", unified + "7d-reset": str(now + 86400),
+                 unified + "reset": str(now + 86400)},
+    )  # fmt: skip
+    with anthropic.Anthropic(base_url=url, api_key=secret, max_retries=0) as client:
+        client.messages.create(
+            model="claude-sub", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+        )
+    return 1
 
 
 def seed_history(db: Path) -> int:
@@ -151,12 +190,16 @@ def browser() -> Iterator[Any]:
 def test_dashboard_in_chromium(
     browser: Any, fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, tmp_path: Path
 ) -> None:
-    conf = settings(upstreams(fake_openai.url, fake_anthropic.url), tmp_path)
+    raw = upstreams(fake_openai.url, fake_anthropic.url)
+    raw["providers"]["sub"] = subscription(tmp_path / "claude", fake_anthropic.url)
+    raw["models"]["claude-sub"] = {"provider": "sub", "model": "claude-haiku-4-5"}
+    conf = settings(raw, tmp_path)
     keys = create_keys(conf.storage.path, "pulse", "notes", "ci-bot")
     seeded = seed_history(conf.storage.path)
     wired = wire(conf)
     with LoopbackServer(wired.app) as server:
         sent = traffic(server.url, keys, fake_openai)
+        sent += subscription_call(server.url, keys["notes"], fake_anthropic)
         context = browser.new_context(viewport={"width": 1360, "height": 900})
         page = context.new_page()
         page.set_default_timeout(15_000)
@@ -201,10 +244,19 @@ def test_dashboard_in_chromium(
         key_legend = page.inner_text("#chart-requests-key .legend")
         assert all(name in key_legend for name in ("pulse", "notes", "ci-bot"))
         assert "ready" in page.inner_text("#providers")
+        # The subscription's usage windows and its live CLI process (kept for the next turn).
+        windows = page.inner_text("#windows")
+        assert "five-hour" in windows and "42%" in windows
+        assert "seven-day" in windows and "91%" in windows
+        processes = page.locator("#processes tbody tr").first.locator("td")
+        assert processes.nth(0).inner_text() == "sub"
+        assert [processes.nth(i).inner_text() for i in (1, 2, 8)] == ["0", "1", "1"]
         keys_table = page.inner_text("#keys")
         assert "pulse" in keys_table and "ci-bot" in keys_table
         errors = page.inner_text("#errors")
-        assert "500" in errors and "429" in errors
+        assert "500" in errors and "429" in errors and "retried" in errors
+        deployments = page.inner_text("#deployments")
+        assert "oai/gpt-4o-mini" in deployments and "open" in deployments
         assert "all" in page.inner_text("#latency")
         assert page.inner_text("#cards").count(str(sent)) >= 1
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Callable
 
 import pytest
 from ledgerhelpers import T0, Clock, rec
 
-from meridian.ledger import DAY, Ledger
+from meridian.ledger import DAY, Ledger, usage_summary
 from meridian.model import Usage
 from meridian.prices import PriceTable
+from meridian.records import AttemptRecord
 from meridian.store import Store
 
 
@@ -117,6 +119,52 @@ async def test_failed_write_is_retried_not_lost(store: Store) -> None:
     assert count(store) == 5
 
 
+async def test_a_failing_disk_warns_once_a_minute_and_recovers(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing write (here: the store closed under the writer) keeps every row, warns once
+    a minute rather than on every 20 ms tick, marks the ledger unhealthy, and once writes
+    work again writes every row and says so."""
+    ledger = Ledger(store, PriceTable(), flush_interval_s=0.02)
+    await ledger.start()
+    store.close()
+    with caplog.at_level(logging.WARNING, logger="meridian.ledger"):
+        for i in range(5):
+            ledger.record(rec(i))
+        for _ in range(200):
+            if ledger.write_failures >= 5:
+                break
+            await asyncio.sleep(0.01)
+        assert ledger.write_failures >= 5
+        assert not ledger.healthy and "not open" in (ledger.last_error or "")
+        failing = [r for r in caplog.records if "writes are failing" in r.getMessage()]
+        assert len(failing) == 1 and failing[0].exc_info is None  # one line, no traceback
+        store.open()
+        for _ in range(200):
+            if ledger.healthy:
+                break
+            await asyncio.sleep(0.01)
+    assert ledger.healthy and ledger.pending == 0
+    assert any("work again" in r.getMessage() for r in caplog.records)
+    await ledger.aclose()
+    assert count(store) == 5
+
+
+async def test_failed_attempts_are_rows_of_their_own(store: Store) -> None:
+    attempt = AttemptRecord("ant", "claude-sonnet-4-6", 529, "overloaded", 12.0, T0 - 1, True)
+    ledger = Ledger(store, PriceTable())
+    ledger.record(rec(1, attempts=[attempt], provider="oai", upstream_model="gpt-4o"))
+    await ledger.aclose()
+    rows = [dict(r) for r in store.query("SELECT * FROM usage ORDER BY final")]
+    assert [(r["provider"], r["status"], r["final"], r["error_type"]) for r in rows] == [
+        ("ant", 529, 0, "overloaded"),
+        ("oai", 200, 1, None),
+    ]
+    assert rows[0]["request_id"] == rows[1]["request_id"]
+    summary = usage_summary(store, since=0, by="key")
+    assert summary[0].requests == 1 and summary[0].errors == 0  # one call, served
+
+
 async def test_backlog_is_bounded(store: Store) -> None:
     ledger = Ledger(store, PriceTable(), max_pending=10)
     for i in range(15):
@@ -176,6 +224,7 @@ async def test_every_field_is_stored(store: Store) -> None:
         "stream": 1,
         "error_type": "rate_limit",
         "path": "relay",
+        "final": 1,
     }
 
 

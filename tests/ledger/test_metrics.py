@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from meridian.auth import Authenticator
 from meridian.metrics import Metrics, metrics_route
 from meridian.model import Usage
+from meridian.records import AttemptRecord
 
 
 def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -46,17 +47,23 @@ def test_calls_are_counted_by_outcome_tokens_and_latency() -> None:
     m.record(rec(1, usage=Usage(100, 20, 30, 40, 5), latency_ms=120))
     m.record(rec(2, usage=Usage(50, 10), latency_ms=80, stream=True, ttft_ms=15))
     m.record(rec(3, surface="anthropic", alias="claude-test", provider="ant", status=529,
-                 error_type="overloaded", usage=Usage(), latency_ms=3000))  # fmt: skip
+                 error_type="overloaded", usage=Usage(), latency_ms=3000,
+                 upstream_error=True))  # fmt: skip
     m.record(rec(4, provider=None, upstream_model=None, status=429, error_type="rate_limit",
                  usage=Usage(), key_name="pulse"))  # fmt: skip
     m.record(rec(5, alias="gone", status=499, error_type="client_disconnected", usage=Usage()))
+    # Refused by meridian after a provider was chosen (a request the translation rejects).
+    m.record(rec(6, alias="bad", status=400, error_type="invalid_request", usage=Usage()))
+    # Served after a failed attempt elsewhere: the attempt is the upstream's error.
+    attempt = AttemptRecord("ant", "claude-x", 529, "overloaded", 5.0, 0.0, True)
+    m.record(rec(7, attempts=[attempt], usage=Usage()))
     s = parse(m.render().decode())
 
     ok = {"surface": "openai", "alias": "gpt-test", "provider": "oai"}
     gone = {"surface": "openai", "alias": "gone", "provider": "oai"}
     assert value(s, "meridian_requests_total", **gone, status="499") == 1
     assert not any(("type", "client_disconnected") in k[1] for k in s)  # not an upstream error
-    assert value(s, "meridian_requests_total", **ok, status="200") == 2
+    assert value(s, "meridian_requests_total", **ok, status="200") == 3
     assert value(s, "meridian_requests_total", surface="anthropic", alias="claude-test",
                  provider="ant", status="529") == 1  # fmt: skip
     assert value(s, "meridian_requests_total", surface="openai", alias="gpt-test",
@@ -67,12 +74,17 @@ def test_calls_are_counted_by_outcome_tokens_and_latency() -> None:
     assert value(s, "meridian_tokens_total", **tokens, kind="cache_read") == 30
     assert value(s, "meridian_tokens_total", **tokens, kind="cache_creation") == 40
     assert value(s, "meridian_tokens_total", **tokens, kind="reasoning") == 5
-    assert value(s, "meridian_request_duration_seconds_count", **ok) == 2
-    assert value(s, "meridian_request_duration_seconds_sum", **ok) == pytest.approx(0.2)
+    assert value(s, "meridian_request_duration_seconds_count", **ok) == 3
+    assert value(s, "meridian_request_duration_seconds_sum", **ok) == pytest.approx(0.307)
     assert value(s, "meridian_request_duration_seconds_bucket", **ok, le="0.1") == 1
     assert value(s, "meridian_time_to_first_token_seconds_count", **ok) == 1
     assert value(s, "meridian_time_to_first_token_seconds_sum", **ok) == pytest.approx(0.015)
-    assert value(s, "meridian_upstream_errors_total", provider="ant", type="overloaded") == 1
+    assert value(s, "meridian_upstream_errors_total", provider="ant", type="overloaded") == 2
+    assert value(s, "meridian_upstream_attempts_failed_total", provider="ant",
+                 type="overloaded") == 1  # fmt: skip
+    assert (
+        value(s, "meridian_upstream_errors_total", provider="oai", type="invalid_request") is None
+    )
     assert value(s, "meridian_rate_limit_rejections_total", key="pulse", type="rate_limit") == 1
     # A rejection by the gateway is not an upstream error.
     assert not any(k[0] == "meridian_upstream_errors_total" and ("provider", "") in k[1] for k in s)
@@ -133,13 +145,8 @@ class Direct:
 def test_provider_state_is_read_at_scrape_time() -> None:
     m = Metrics(CollectorRegistry(), ready_timeout_s=0.2)
     sub = Subscription()
-    for name, p in {
-        "claude": sub,
-        "broken": Broken(),
-        "hanging": Hanging(),
-        "oai": Direct(),
-    }.items():
-        m.watch_provider(name, p)
+    providers = {"claude": sub, "broken": Broken(), "hanging": Hanging(), "oai": Direct()}
+    m.watch_providers(lambda: providers)
     assert sub.calls == 0  # nothing probed until a scrape
 
     async def scrape() -> str:
@@ -168,17 +175,21 @@ def test_ledger_backlog_gauges() -> None:
     class FakeLedger:
         pending = 7
         dropped = 2
+        write_failures = 3
+        healthy = False
 
     m = Metrics(CollectorRegistry())
     m.watch_ledger(FakeLedger())
     s = parse(m.render().decode())
     assert value(s, "meridian_ledger_pending_records") == 7
     assert value(s, "meridian_ledger_dropped_records_total") == 2
+    assert value(s, "meridian_ledger_write_failures_total") == 3
+    assert value(s, "meridian_ledger_healthy") == 0
 
 
 def test_metrics_endpoint_open_by_default() -> None:
     m = Metrics(CollectorRegistry())
-    m.watch_provider("claude", Subscription())
+    m.watch_providers(lambda: {"claude": Subscription()})
     m.record(rec(1))
     with LoopbackServer(Starlette(routes=[metrics_route(m)])) as server:
         status, headers, body = get(server.url + "/metrics")
@@ -192,7 +203,7 @@ def test_metrics_endpoint_open_by_default() -> None:
 
 def test_metrics_endpoint_can_require_the_master_key() -> None:
     m = Metrics(CollectorRegistry())
-    route = metrics_route(m, Authenticator(MASTER_KEY))
+    route = metrics_route(m, lambda: Authenticator(MASTER_KEY))
     with LoopbackServer(Starlette(routes=[route])) as server:
         url = server.url + "/metrics"
         assert get(url)[0] == 401

@@ -11,7 +11,7 @@ import pytest
 from fakes import FakeAnthropic
 from meridian.config import AnthropicProviderConfig
 from meridian.providers.anthropic import AnthropicProvider
-from meridian.providers.base import CallContext
+from meridian.providers.base import CallContext, RelayedBody
 from meridian.providers.http import passed_headers, retry_after
 
 RETRY_AFTER: list[tuple[dict[str, str], float | None]] = [
@@ -70,12 +70,12 @@ async def test_unread_relay_closed_frees_its_connection(fake_anthropic: FakeAnth
         async with asyncio.timeout(5):
             # A stream that would take 20 s to finish on its own.
             fake_anthropic.reply_slow(0.5, text="word " * 16)
-            relay = await provider.relay({**body, "stream": True}, ctx)
+            relay = await provider.relay("messages", {**body, "stream": True}, ctx)
             assert relay.chunks is not None
             # The caller gives up before reading anything.
             await relay.chunks.aclose()  # type: ignore[attr-defined]
             # With a pool of one, this only completes if that connection was let go.
-            again = await provider.relay(body, ctx)
-        assert again.status == 200
+            again = await provider.relay("messages", body, ctx)
+        assert isinstance(again, RelayedBody) and again.body
     finally:
         await provider.aclose()

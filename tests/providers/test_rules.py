@@ -66,9 +66,8 @@ OPENAI_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
 THINKING = {"type": "enabled", "budget_tokens": 2048}
 
 ANTHROPIC_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
-    # max_tokens is required: filled when missing (or null), kept when given.
-    ("claude-sonnet-4-5", {"messages": [USER]}, {"messages": [USER], "max_tokens": 4096}),
-    ("claude-haiku-4-5", {"max_tokens": None}, {"max_tokens": 4096}),
+    # max_tokens is meridian.prepare's: untouched here.
+    ("claude-sonnet-4-5", {"messages": [USER]}, {"messages": [USER]}),
     (
         "claude-haiku-4-5",
         {"max_tokens": 10, "temperature": 0.2},
@@ -89,17 +88,6 @@ ANTHROPIC_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         "claude-opus-4-1",
         {"max_tokens": 8000, "thinking": {"type": "disabled"}, "temperature": 0.3, "top_k": 5},
         {"max_tokens": 8000, "thinking": {"type": "disabled"}, "temperature": 0.3, "top_k": 5},
-    ),
-    # A default max_tokens must exceed the thinking budget.
-    (
-        "claude-sonnet-4-5",
-        {"thinking": {"type": "enabled", "budget_tokens": 10000}},
-        {"thinking": {"type": "enabled", "budget_tokens": 10000}, "max_tokens": 14096},
-    ),
-    (
-        "claude-sonnet-4-5",
-        {"thinking": THINKING},
-        {"thinking": THINKING, "max_tokens": 4096},
     ),
     # Unknown fields and cache_control pass untouched.
     (

@@ -244,12 +244,27 @@ BAD: list[tuple[object, str | None, str]] = [
     ({"model": "m", "messages": []}, "messages", "at least one message"),
     ({"model": "m", "messages": {"role": "user"}}, "messages", "expected an array, got an object"),
     ({"model": "m", "messages": ["hi"]}, "messages.0", "expected an object, got a string"),
+    # Anthropic's own wording: Claude Code falls back to its compatible mode on exactly this.
     (
-        {"model": "m", "messages": [{"role": "system", "content": "x"}]},
+        {"model": "m", "messages": [{"role": "bot", "content": "x"}]},
         "messages.0.role",
-        "top-level `system`",
+        "messages.0.role: Input should be 'user' or 'assistant'",
     ),
-    ({"model": "m", "messages": [{"role": "bot", "content": "x"}]}, "messages.0.role", "'bot'"),
+    (
+        {
+            "model": "m",
+            "messages": [
+                {
+                    "role": "system",
+                    "content": [
+                        {"type": "image", "source": {"type": "url", "url": "https://x/i.png"}}
+                    ],
+                }
+            ],
+        },
+        "messages.0.content",
+        "holds text blocks only",
+    ),
     ({"model": "m", "messages": [{"role": "user"}]}, "messages.0.content", "required"),
     (
         {"model": "m", "messages": [{"role": "user", "content": 5}]},
@@ -544,8 +559,9 @@ def test_render_defaults_and_openai_shaped_input() -> None:
     ]
     # budget below max_tokens, as Anthropic requires
     assert body["thinking"] == {"type": "enabled", "budget_tokens": DEFAULT_MAX_TOKENS - 1}
-    assert "JSON Schema" in body["system"]
-    assert json.dumps(WEATHER_SCHEMA, separators=(",", ":"), sort_keys=True) in body["system"]
+    # Structured output is Anthropic's own, enforced by the API: never a prompt instruction.
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": WEATHER_SCHEMA}}
+    assert "system" not in body
     assert "stream" not in body and "tool_choice" not in body and "tools" not in body
 
 
@@ -590,9 +606,38 @@ def test_json_object_format_and_system_list() -> None:
         system=(TextBlock("A", cache_control=EPHEMERAL),),
         response_format={"type": "json_object"},
     )
-    system = render_request(req)["system"]
-    assert system[0] == {"type": "text", "text": "A", "cache_control": EPHEMERAL}
-    assert "JSON object" in system[1]["text"]
+    body = render_request(req)
+    assert body["system"] == [{"type": "text", "text": "A", "cache_control": EPHEMERAL}]
+    output = {"format": {"type": "json_schema", "schema": {"type": "object"}}}
+    assert body["output_config"] == output
+
+
+def test_system_messages_inside_messages() -> None:
+    """Claude Code sends them for a model name it does not know: accepted, kept in place in
+    the canonical model, folded into the one system prompt when rendered for Anthropic."""
+    req = parse_request(
+        {
+            "model": "gpt-4o-mini",
+            "max_tokens": 50,
+            "system": "You are helpful.",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "system", "content": "env: linux"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "system", "content": [{"type": "text", "text": "be brief"}]},
+                {"role": "user", "content": "and?"},
+            ],
+        }
+    )
+    assert [m.role for m in req.messages] == ["user", "system", "assistant", "system", "user"]
+    assert req.messages[1].content == (TextBlock("env: linux"),)
+    body = render_request(req)
+    assert body["system"] == [
+        {"type": "text", "text": "You are helpful."},
+        {"type": "text", "text": "env: linux"},
+        {"type": "text", "text": "be brief"},
+    ]
+    assert [t["role"] for t in body["messages"]] == ["user", "assistant", "user"]
 
 
 def test_the_sdk_sends_a_rendered_body_unchanged() -> None:

@@ -44,7 +44,7 @@ GOOD: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         {"model": "gpt-4o", "messages": (Message("user", (TextBlock("hi"),)),), "stream": False},
     ),
     (
-        "developer and system both become system, in order",
+        "leading developer/system messages are the system prompt; later ones stay in place",
         body(
             messages=[
                 {"role": "developer", "content": "be brief"},
@@ -52,7 +52,13 @@ GOOD: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
                 {"role": "system", "content": [{"type": "text", "text": "be kind"}]},
             ]
         ),
-        {"system": (TextBlock("be brief"), TextBlock("be kind"))},
+        {
+            "system": (TextBlock("be brief"),),
+            "messages": (
+                Message("user", (TextBlock("hi"),)),
+                Message("system", (TextBlock("be kind"),)),
+            ),
+        },
     ),
     (
         "max_completion_tokens wins",

@@ -22,7 +22,7 @@ def build(name: str, config: ProviderConfig) -> Provider:
 
         return AnthropicProvider(name, config)
     if isinstance(config, ClaudeCodeProviderConfig):
-        from meridian.providers.claude_code import ClaudeCodeProvider
+        from meridian.providers.claude import ClaudeCodeProvider
 
         return ClaudeCodeProvider(name, config)
     raise TypeError(f"unknown provider config {type(config).__name__}")

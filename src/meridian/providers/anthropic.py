@@ -1,4 +1,5 @@
-"""The Anthropic Messages API with an API key: ``POST {base_url}/v1/messages``.
+"""The Anthropic Messages API with an API key: ``POST {base_url}/v1/messages``, and
+``/v1/messages/count_tokens`` for exact token counts.
 
 Headers: ``x-api-key``; ``anthropic-version`` as the caller sent it, else ``2023-06-01``;
 ``anthropic-beta`` as the caller sent it (Claude Code and others turn features on with it,
@@ -15,24 +16,25 @@ from typing import Any
 import orjson
 
 from meridian.config import AnthropicProviderConfig
-from meridian.model import Event, Request, Usage
+from meridian.errors import ApiError
+from meridian.model import Event, Request, Response, Usage
 from meridian.providers import rules
-from meridian.providers.base import CallContext, Relay, Wire
-from meridian.providers.http import HttpProvider, dumps, passed_headers
+from meridian.providers.base import CallContext, Capabilities, Operation, Relayed
+from meridian.providers.http import HttpProvider, dumps
 from meridian.wire import anthropic as anthropic_wire
 
 ANTHROPIC_VERSION = "2023-06-01"
 
 
 class AnthropicProvider(HttpProvider):
-    native_wire: Wire | None = "anthropic"
+    capabilities = Capabilities(native=frozenset({"messages", "count_tokens"}))
 
     def __init__(self, name: str, config: AnthropicProviderConfig) -> None:
         auth = {} if config.api_key is None else {"x-api-key": config.api_key.get_secret_value()}
         super().__init__(
             name,
             config,
-            path="/v1/messages",
+            paths={"messages": "/v1/messages", "count_tokens": "/v1/messages/count_tokens"},
             headers={"anthropic-version": ANTHROPIC_VERSION, **auth},
             parse_error_body=anthropic_wire.parse_error_body,
         )
@@ -58,31 +60,31 @@ class AnthropicProvider(HttpProvider):
         body = anthropic_wire.render_request(request)
         body["stream"] = True
         body = rules.apply_anthropic(request.model, body)
-        resp = await self._http.post(
-            self._url, dumps(body), self.headers(ctx), stream=True, timeout_s=ctx.timeout_s
-        )
+        resp = await self._http.post(self._urls["messages"], dumps(body), self.headers(ctx))
         async with aclosing(self._http.decode(resp, anthropic_wire.StreamDecoder())) as events:
             async for event in events:
                 yield event
 
-    async def relay(self, body: dict[str, Any], ctx: CallContext) -> Relay:
-        model = body.get("model")
-        if isinstance(model, str):
-            body = rules.apply_anthropic(model, body)
-        streaming = body.get("stream") is True
-        resp = await self._http.post(
-            self._url, dumps(body), self.headers(ctx), stream=streaming, timeout_s=ctx.timeout_s
-        )
-        if streaming:
-            return self._http.relay(resp, anthropic_wire.UsageSniffer())
+    async def complete(self, request: Request, ctx: CallContext) -> Response:
+        body = rules.apply_anthropic(request.model, anthropic_wire.render_request(request))
+        resp = await self._http.post(self._urls["messages"], dumps(body), self.headers(ctx))
         data = await self._http.read(resp)
-        return Relay(
-            status=resp.status,
-            content_type=resp.headers.get("content-type", "application/json"),
-            body=data,
-            usage=_usage(data),
-            headers=passed_headers(resp.headers),
-        )
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            err = ApiError(f"provider `{self.name}`: the upstream's answer is not JSON", status=502)
+            err.upstream = True
+            raise err
+        return anthropic_wire.parse_response(parsed)
+
+    async def relay(self, op: Operation, body: dict[str, Any], ctx: CallContext) -> Relayed:
+        resp = await self._http.post(self._urls[op], dumps(body), self.headers(ctx))
+        if body.get("stream") is True and op == "messages":
+            return self._http.relay(resp, anthropic_wire.UsageSniffer())
+        # count_tokens is free: its answer is a count, not a use.
+        return await self._http.relay_body(resp, _usage if op == "messages" else _no_usage)
 
 
 def _join_betas(configured: str, forwarded: str) -> str:
@@ -95,9 +97,16 @@ def _join_betas(configured: str, forwarded: str) -> str:
     return ",".join(seen)
 
 
-def _usage(data: bytes) -> Usage:
+def _usage(data: bytes) -> tuple[Usage, str | None]:
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return Usage()
-    return anthropic_wire.usage_from_body(parsed) if isinstance(parsed, dict) else Usage()
+        return Usage(), None
+    if not isinstance(parsed, dict):
+        return Usage(), None
+    model = parsed.get("model")
+    return anthropic_wire.usage_from_body(parsed), model if isinstance(model, str) else None
+
+
+def _no_usage(data: bytes) -> tuple[Usage, str | None]:
+    return Usage(), None

@@ -1,22 +1,31 @@
 """The HTTP plumbing the direct providers share: one pooled aiohttp session per provider,
-timeouts, reading SSE, and the one place where foreign (aiohttp) errors become meridian's.
+reading SSE, and the one place where foreign (aiohttp) errors become meridian's.
 
 `Upstream.post` returns only 2xx responses: an upstream error status is read and raised as
 `meridian.errors.from_upstream_status(...)`. Everything that reads a response afterwards
 (`read`, `decode`, `relay`) maps aiohttp's errors through the same `_mapped` boundary, so a
 connection that drops mid-stream surfaces from the iterator as an `ApiError(502)` chained
-``from`` the aiohttp error, and a stalled one as `Timeout` (504).
+``from`` the aiohttp error.
+
+Timeouts: only connecting is bounded here (``timeouts.connect_s``). Waiting for the first
+byte, the silence between events and the call's deadline are the framework's (the router
+and `meridian.streaming.Pump`), the same for every provider.
+
+What a caller reads names the provider and what happened, in words; never the upstream's
+address (a ``base_url`` may carry credentials) nor a library's exception text. Those go to
+the log, as the error's ``detail``, with credentials in URLs redacted.
 
     MeridianError raised here           from
      ├── (from_upstream_status)         a non-2xx upstream status (with retry-after, and
      │                                  should_retry=False when the upstream says so)
-     ├── Timeout (504)                  aiohttp / asyncio timeouts, before or mid-stream
+     ├── Timeout (504)                  connecting took longer than timeouts.connect_s
      └── ApiError (502)                 refused / reset / DNS failures, dropped connections,
                                         a stream that ends before its terminal event
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,14 +39,10 @@ from meridian import __version__
 from meridian.config import AnthropicProviderConfig, OpenAIProviderConfig
 from meridian.errors import ApiError, MeridianError, Timeout, from_upstream_status
 from meridian.model import Event, Usage
-from meridian.providers.base import Relay, Wire
+from meridian.providers.base import Capabilities, Operation, RelayedBody, RelayedStream
+from meridian.redact import redact_url
 from meridian.wire.sse import SSEDecoder, SSEEvent
 
-# Used when neither the call nor the provider config sets a timeout (the framework's
-# ServerConfig.request_timeout_s default).
-DEFAULT_TIMEOUT_S = 600.0
-# Establishing a TCP (+TLS) connection never legitimately takes longer than this.
-CONNECT_TIMEOUT_S = 10.0
 # Upstream response headers passed on to callers: request ids and rate-limit state.
 _PASSED_HEADERS = ("request-id", "x-request-id")
 _PASSED_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-")
@@ -68,6 +73,12 @@ class Sniffer(Protocol):
     @property
     def first_token(self) -> bool: ...
 
+    @property
+    def started(self) -> bool: ...
+
+    @property
+    def produced_chars(self) -> int: ...
+
 
 def _never(status: int, body: bytes) -> bool:
     return False
@@ -82,18 +93,20 @@ class Upstream:
         provider: str,
         base_url: str,
         max_connections: int,
-        timeout_s: float | None,
+        connect_s: float,
         parse_error_body: Callable[[int, bytes], str],
         quota_exhausted: Callable[[int, bytes], bool] = _never,
     ) -> None:
         self.provider = provider
         self.base_url = base_url
-        self.timeout_s = timeout_s or DEFAULT_TIMEOUT_S
         self._max_connections = max_connections
         self._parse_error_body = parse_error_body
         self._quota_exhausted = quota_exhausted
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_s, sock_connect=connect_s, sock_read=None
+        )
+        self._connect_s = connect_s
 
     async def start(self) -> None:
         if self._session is not None:
@@ -102,6 +115,7 @@ class Upstream:
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers={"user-agent": f"meridian/{__version__}"},
+            timeout=self._timeout,
             trust_env=False,
         )
 
@@ -110,24 +124,6 @@ class Upstream:
         if session is not None:
             await session.close()
 
-    def timeout(self, timeout_s: float | None, *, stream: bool) -> aiohttp.ClientTimeout:
-        """A whole-call limit, or for streams an idle limit: a stream may run for as long as
-        bytes keep arriving at least every ``timeout_s``, since the framework owns the
-        deadline and a total here would cut long answers off."""
-        t = timeout_s or self.timeout_s
-        key = (t, stream)
-        cached = self._timeouts.get(key)
-        if cached is None:
-            connect = min(t, CONNECT_TIMEOUT_S)
-            if stream:
-                cached = aiohttp.ClientTimeout(
-                    total=None, connect=t, sock_connect=connect, sock_read=t
-                )
-            else:
-                cached = aiohttp.ClientTimeout(total=t, sock_connect=connect)
-            self._timeouts[key] = cached
-        return cached
-
     # ------------------------------------------------------------------ requests
 
     async def post(
@@ -135,17 +131,12 @@ class Upstream:
         url: str,
         body: bytes,
         headers: Mapping[str, str],
-        *,
-        stream: bool,
-        timeout_s: float | None,
     ) -> aiohttp.ClientResponse:
         """POST ``body``; a 2xx response (its body unread), or the mapped error raised."""
         if self._session is None:
             raise RuntimeError(f"provider {self.provider!r} used before start()")
         with self._mapped(mid_stream=False):
-            resp = await self._session.post(
-                url, data=body, headers=headers, timeout=self.timeout(timeout_s, stream=stream)
-            )
+            resp = await self._session.post(url, data=body, headers=headers)
             if resp.status < 300:
                 return resp
             try:
@@ -188,22 +179,36 @@ class Upstream:
         sniffer: Sniffer,
         *,
         skip: Callable[[SSEEvent], bool] | None = None,
-    ) -> Relay:
-        """A streaming `Relay` of ``resp``: whole SSE events as received; ``usage`` and
+    ) -> RelayedStream:
+        """A `RelayedStream` of ``resp``: whole SSE events as received; ``usage`` and
         ``first_token`` read on the way."""
-        relay = Relay(
-            status=resp.status,
+        relay = RelayedStream(
             content_type=resp.headers.get("content-type", "text/event-stream"),
             headers=passed_headers(resp.headers),
+            sniffer=sniffer,
         )
         relay.chunks = RelayChunks(self._relay_chunks(resp, sniffer, relay, skip), resp)
         return relay
+
+    async def relay_body(
+        self, resp: aiohttp.ClientResponse, usage: Callable[[bytes], tuple[Usage, str | None]]
+    ) -> RelayedBody:
+        """A `RelayedBody` of a plain answer; ``usage`` reads (usage, model) from its JSON."""
+        data = await self.read(resp)
+        used, model = usage(data)
+        return RelayedBody(
+            content_type=resp.headers.get("content-type", "application/json"),
+            body=data,
+            usage=used,
+            model=model,
+            headers=passed_headers(resp.headers),
+        )
 
     async def _relay_chunks(
         self,
         resp: aiohttp.ClientResponse,
         sniffer: Sniffer,
-        relay: Relay,
+        relay: RelayedStream,
         skip: Callable[[SSEEvent], bool] | None,
     ) -> AsyncGenerator[bytes, None]:
         sse = SSEDecoder()
@@ -212,10 +217,13 @@ class Upstream:
         try:
             with self._mapped(mid_stream=True):
                 async for chunk in resp.content.iter_any():
-                    # One network chunk -> one yield of the whole events it completed.
+                    # One network chunk -> one yield of the whole events it completed. Until
+                    # the answer has really started (past Anthropic's message_start and
+                    # pings), nothing is yielded: an error that comes first can still be
+                    # fallen back from, since the caller has been sent nothing yet.
                     for event in sse.feed(chunk):
                         self._sniff(sniffer, event, relay, out, skip)
-                    if out:
+                    if out and (sniffer.started or sniffer.finished):
                         yield b"".join(out)
                         out.clear()
                 done = True
@@ -241,7 +249,7 @@ class Upstream:
     def _sniff(
         sniffer: Sniffer,
         event: SSEEvent,
-        relay: Relay,
+        relay: RelayedStream,
         out: list[bytes],
         skip: Callable[[SSEEvent], bool] | None,
     ) -> None:
@@ -251,6 +259,8 @@ class Upstream:
             raise error
         relay.usage = sniffer.usage
         relay.first_token = sniffer.first_token
+        relay.produced_chars = sniffer.produced_chars
+        relay.finished = sniffer.finished
         if skip is None or not skip(event):
             out.append(event.raw)
 
@@ -272,30 +282,50 @@ class Upstream:
 
     @contextmanager
     def _mapped(self, *, mid_stream: bool) -> Iterator[None]:
-        """The boundary: aiohttp's and asyncio's errors become meridian's, chained."""
+        """The boundary: aiohttp's and asyncio's errors become meridian's, chained. The
+        caller's message says what happened; the address and the library's words go to
+        ``detail`` (logged, never answered)."""
+        where = "mid-stream" if mid_stream else "before it answered"
         try:
             yield
-        except TimeoutError as exc:
-            where = "mid-stream" if mid_stream else "waiting for a response"
-            raise Timeout(
-                f"{self.provider}: the upstream at {self.base_url} timed out {where}"
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise self._broken(
+                Timeout,
+                f"could not connect to the upstream within {self._connect_s:g} s "
+                "(timeouts.connect_s)",
+                exc,
             ) from exc
         except aiohttp.ClientConnectorError as exc:
-            reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
-            raise ApiError(
-                f"{self.provider}: cannot connect to {self.base_url}: {reason}", status=502
+            errno = exc.os_error.errno
+            # strerror alone: asyncio's message for a refused connection names the address.
+            reason = os.strerror(errno).lower() if errno else "network error"
+            raise self._broken(ApiError, f"cannot connect to the upstream ({reason})", exc) from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            raise self._broken(
+                ApiError, f"the upstream closed the connection {where}", exc
+            ) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise self._broken(
+                ApiError, f"the upstream connection was cut off {where}", exc
+            ) from exc
+        except (aiohttp.ClientOSError, ConnectionError) as exc:
+            raise self._broken(ApiError, f"the upstream connection was reset {where}", exc) from exc
+        except aiohttp.ClientResponseError as exc:
+            raise self._broken(
+                ApiError, f"the upstream sent a malformed HTTP response {where}", exc
             ) from exc
         except aiohttp.ClientError as exc:
-            where = "mid-stream" if mid_stream else "before it answered"
-            raise ApiError(
-                f"{self.provider}: the connection to {self.base_url} broke {where}: "
-                f"{type(exc).__name__}: {exc}",
-                status=502,
-            ) from exc
+            raise self._broken(ApiError, f"the upstream connection failed {where}", exc) from exc
+
+    def _broken(self, cls: type[MeridianError], what: str, exc: BaseException) -> MeridianError:
+        err = cls(f"provider `{self.provider}`: {what}", status=None if cls is Timeout else 502)
+        err.upstream = True
+        err.detail = f"{redact_url(self.base_url)}: {type(exc).__name__}: {exc}"
+        return err
 
 
 class RelayChunks:
-    """`Relay.chunks`: the relay generator, plus an ``aclose`` that frees the upstream
+    """`RelayedStream.chunks`: the relay generator, plus an ``aclose`` that frees the upstream
     connection even when iteration never started (an unstarted generator's ``finally``
     never runs, so a caller that gives up before the first chunk would leak it)."""
 
@@ -373,16 +403,17 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 class HttpProvider:
     """What the direct providers share: one `Upstream` pool, request headers built once, and
-    a lifecycle that is the pool's. Subclasses add ``stream`` and ``relay``."""
+    a lifecycle that is the pool's. Subclasses add ``stream`` and ``relay``; ``paths`` maps
+    each native operation to its path under the base URL."""
 
-    native_wire: Wire | None = None
+    capabilities: Capabilities = Capabilities()
 
     def __init__(
         self,
         name: str,
         config: OpenAIProviderConfig | AnthropicProviderConfig,
         *,
-        path: str,
+        paths: Mapping[Operation, str],
         headers: Mapping[str, str],
         parse_error_body: Callable[[int, bytes], str],
         quota_exhausted: Callable[[int, bytes], bool] = _never,
@@ -390,7 +421,7 @@ class HttpProvider:
         self.name = name
         self.config = config
         base_url = config.base_url.rstrip("/")
-        self._url = base_url + path
+        self._urls = {op: base_url + path for op, path in paths.items()}
         self._headers = {
             "content-type": "application/json",
             "accept": "application/json",
@@ -401,7 +432,7 @@ class HttpProvider:
             provider=name,
             base_url=base_url,
             max_connections=config.max_connections,
-            timeout_s=config.timeout_s,
+            connect_s=config.timeouts.connect_s,
             parse_error_body=parse_error_body,
             quota_exhausted=quota_exhausted,
         )

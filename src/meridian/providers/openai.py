@@ -2,8 +2,10 @@
 Ollama, vLLM, LM Studio, OpenRouter.
 
 ``POST {base_url}/chat/completions`` (``base_url`` already ends in ``/v1``, or in Gemini's
-``/v1beta/openai``), ``Authorization: Bearer <api_key>`` when a key is configured (Ollama
-needs none). Bodies get the per-model fix-ups of `meridian.providers.rules` on both paths.
+``/v1beta/openai``), and for the pass-through of the other operations ``/responses``,
+``/embeddings`` and ``/completions``; ``Authorization: Bearer <api_key>`` when a key is
+configured (Ollama needs none). Bodies get the per-model fix-ups of
+`meridian.providers.rules` on both paths (`meridian.prepare` on the pass-through).
 
 Streaming usage: meridian's ledger needs the token counts of every call, and OpenAI reports
 them in a stream only when asked. So every streaming request goes upstream with
@@ -18,15 +20,16 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
 from meridian.config import OpenAIProviderConfig
-from meridian.model import Event, Request, Usage
+from meridian.model import Event, Request, Response, Usage
 from meridian.providers import rules
-from meridian.providers.base import CallContext, Relay, Wire
-from meridian.providers.http import HttpProvider, dumps, passed_headers
-from meridian.wire import openai_chat
+from meridian.providers.base import CallContext, Capabilities, Operation, Relayed
+from meridian.providers.http import HttpProvider, Sniffer, dumps
+from meridian.wire import openai_chat, openai_responses
 from meridian.wire.sse import SSEEvent
 
 _USAGE_OPTIONS = {"include_usage": True}
@@ -60,9 +63,21 @@ def is_usage_chunk(event: SSEEvent) -> bool:
     return isinstance(data, dict) and data.get("choices") == [] and "usage" in data
 
 
-class OpenAIProvider(HttpProvider):
-    native_wire: Wire | None = "openai"
+def native_operations(config: OpenAIProviderConfig) -> frozenset[Operation]:
+    """What this upstream serves itself. Every OpenAI-compatible server has chat, and the
+    servers meridian targets (OpenAI, vLLM, Ollama, LM Studio, Gemini, OpenRouter) embed and
+    most complete; the Responses API is OpenAI's own (``responses_api``, default: on for
+    api.openai.com only), others get it translated to chat."""
+    ops: set[Operation] = {"chat", "embeddings", "completions"}
+    responses = config.responses_api
+    if responses is None:
+        responses = urlsplit(config.base_url).hostname == "api.openai.com"
+    if responses:
+        ops.add("responses")
+    return frozenset(ops)
 
+
+class OpenAIProvider(HttpProvider):
     def __init__(self, name: str, config: OpenAIProviderConfig) -> None:
         auth = {}
         if config.api_key is not None:
@@ -70,60 +85,78 @@ class OpenAIProvider(HttpProvider):
         super().__init__(
             name,
             config,
-            path="/chat/completions",
+            paths=_PATHS,
             headers=auth,
             parse_error_body=openai_chat.parse_error_body,
             quota_exhausted=quota_exhausted,
         )
+        self.capabilities = Capabilities(native=native_operations(config))
 
     async def stream(self, request: Request, ctx: CallContext) -> AsyncGenerator[Event, None]:
         body = openai_chat.render_request(request)
         body["stream"] = True
         body["stream_options"] = {**(body.get("stream_options") or {}), **_USAGE_OPTIONS}
         body = rules.apply_openai(request.model, body)
-        resp = await self._http.post(
-            self._url, dumps(body), self._headers, stream=True, timeout_s=ctx.timeout_s
-        )
+        resp = await self._http.post(self._urls["chat"], dumps(body), self._headers)
         async with aclosing(
             self._http.decode(resp, openai_chat.StreamDecoder(provider=self.name))
         ) as events:
             async for event in events:
                 yield event
 
-    async def relay(self, body: dict[str, Any], ctx: CallContext) -> Relay:
-        model = body.get("model")
-        if isinstance(model, str):
-            body = rules.apply_openai(model, body)
+    async def complete(self, request: Request, ctx: CallContext) -> Response:
+        body = rules.apply_openai(request.model, openai_chat.render_request(request))
+        resp = await self._http.post(self._urls["chat"], dumps(body), self._headers)
+        return openai_chat.parse_response(_json(await self._http.read(resp)), provider=self.name)
+
+    async def relay(self, op: Operation, body: dict[str, Any], ctx: CallContext) -> Relayed:
         streaming = body.get("stream") is True
-        wants_usage = True
-        if streaming:
+        skip = None
+        if streaming and op in ("chat", "completions"):
+            # Usage comes only when asked for: ask, and drop it again for a client that
+            # did not ask itself.
             options = body.get("stream_options")
-            wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-            if not wants_usage:
+            if not (isinstance(options, dict) and options.get("include_usage") is True):
                 extra = options if isinstance(options, dict) else {}
                 body = {**body, "stream_options": {**extra, **_USAGE_OPTIONS}}
-        resp = await self._http.post(
-            self._url, dumps(body), self._headers, stream=streaming, timeout_s=ctx.timeout_s
-        )
+                skip = is_usage_chunk
+        resp = await self._http.post(self._urls[op], dumps(body), self._headers)
         if streaming:
-            return self._http.relay(
-                resp,
-                openai_chat.UsageSniffer(provider=self.name),
-                skip=None if wants_usage else is_usage_chunk,
+            sniffer: Sniffer = (
+                openai_responses.UsageSniffer(provider=self.name)
+                if op == "responses"
+                else openai_chat.UsageSniffer(provider=self.name)
             )
-        data = await self._http.read(resp)
-        return Relay(
-            status=resp.status,
-            content_type=resp.headers.get("content-type", "application/json"),
-            body=data,
-            usage=_usage(data),
-            headers=passed_headers(resp.headers),
+            return self._http.relay(resp, sniffer, skip=skip)
+        return await self._http.relay_body(
+            resp, _responses_usage if op == "responses" else _chat_usage
         )
 
 
-def _usage(data: bytes) -> Usage:
+_PATHS: dict[Operation, str] = {
+    "chat": "/chat/completions",
+    "responses": "/responses",
+    "embeddings": "/embeddings",
+    "completions": "/completions",
+}
+
+
+def _json(data: bytes) -> dict[str, Any]:
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return Usage()
-    return openai_chat.usage_from_body(parsed) if isinstance(parsed, dict) else Usage()
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _chat_usage(data: bytes) -> tuple[Usage, str | None]:
+    """Chat completions, completions and embeddings all report ``usage.prompt_tokens``."""
+    parsed = _json(data)
+    model = parsed.get("model")
+    return openai_chat.usage_from_body(parsed), model if isinstance(model, str) else None
+
+
+def _responses_usage(data: bytes) -> tuple[Usage, str | None]:
+    parsed = _json(data)
+    model = parsed.get("model")
+    return openai_responses.usage_from_body(parsed), model if isinstance(model, str) else None

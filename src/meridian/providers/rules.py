@@ -17,8 +17,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from meridian.wire.anthropic import DEFAULT_MAX_TOKENS as ANTHROPIC_DEFAULT_MAX_TOKENS
-
 Family = Literal["openai", "anthropic"]
 
 
@@ -32,8 +30,6 @@ class Rule:
     only_default: Mapping[str, float] = field(default_factory=dict)
     # ``system`` messages become ``user`` messages (``developer`` ones are left alone).
     system_as_user: bool = False
-    # Anthropic: the ``max_tokens`` to send when the caller sent none.
-    default_max_tokens: int | None = None
     # Anthropic: with thinking on, these parameters are accepted only at their default value.
     only_default_when_thinking: Mapping[str, float] = field(default_factory=dict)
     # Anthropic: with thinking on, these parameters are not accepted at all.
@@ -98,14 +94,14 @@ RULES: tuple[Row, ...] = (
         "anthropic",
         _always,
         Rule(
-            default_max_tokens=ANTHROPIC_DEFAULT_MAX_TOKENS,
             only_default_when_thinking={"temperature": 1},
             drop_when_thinking=("top_k",),
         ),
-        # max_tokens is required by the Messages API. Extended thinking "isn't compatible
-        # with temperature or top_k modifications" (Anthropic's extended-thinking guide,
-        # "Feature compatibility"): such requests are rejected with a 400.
-        "anthropic: max_tokens required; thinking forbids non-default temperature and top_k",
+        # Extended thinking "isn't compatible with temperature or top_k modifications"
+        # (Anthropic's extended-thinking guide, "Feature compatibility"): such requests are
+        # rejected with a 400. (max_tokens, which the Messages API requires, is
+        # meridian.prepare's: it knows the deployment's default and maximum.)
+        "anthropic: thinking forbids non-default temperature and top_k",
     ),
 )
 
@@ -163,9 +159,6 @@ def _apply(rule: Rule, body: dict[str, Any]) -> dict[str, Any]:
         if name in body and value is not None and value != default:
             edit().pop(name)
 
-    if rule.default_max_tokens is not None and body.get("max_tokens") is None:
-        edit()["max_tokens"] = _default_max_tokens(rule.default_max_tokens, body)
-
     messages = body.get("messages")
     if rule.system_as_user and isinstance(messages, list) and any(_is_system(m) for m in messages):
         edit()["messages"] = [{**m, "role": "user"} if _is_system(m) else m for m in messages]
@@ -175,13 +168,3 @@ def _apply(rule: Rule, body: dict[str, Any]) -> dict[str, Any]:
 
 def _is_system(message: object) -> bool:
     return isinstance(message, Mapping) and message.get("role") == "system"
-
-
-def _default_max_tokens(default: int, body: Mapping[str, Any]) -> int:
-    """The default, raised above a thinking budget: Anthropic requires max_tokens > budget."""
-    thinking = body.get("thinking")
-    if isinstance(thinking, Mapping) and thinking.get("type") == "enabled":
-        budget = thinking.get("budget_tokens")
-        if isinstance(budget, int) and budget >= default:
-            return budget + default
-    return default

@@ -168,6 +168,31 @@
         [p.limited_until ? when(p.limited_until) : "–", p.limited_until ? "warn" : ""]];
     }, "no providers configured");
 
+    const windows = d.providers.flatMap((p) => ((p.status || {}).rate_limits || [])
+      .map((w) => ({ provider: p.name, ...w })));
+    fillTable("windows", windows, (w) => {
+      const used = w.utilization === null || w.utilization === undefined ? null : w.utilization;
+      return [[w.provider], [w.window.replace(/_/g, "-")],
+        [used === null ? "–" : Math.round(used * 100) + "%", used >= 0.8 ? "num warn" : "num"],
+        [w.status || "–", w.status === "rejected" ? "warn" : ""],
+        [w.resets_at ? when(w.resets_at) : "–"]];
+    }, "no usage windows reported (a claude.ai login reports them with each answer)");
+
+    const live = d.providers.filter((p) => p.status && p.status.processes)
+      .map((p) => ({ provider: p.name, ...p.status.processes }));
+    fillTable("processes", live, (p) => [[p.provider], [p.busy, "num"], [p.idle, "num"],
+      [p.spares, "num"], [p.limit, "num"], [p.idle_rss_mb, "num"], [p.hits, "num"],
+      [p.misses, "num"], [p.spawns, "num"],
+      [Object.entries(p.evictions || {}).map(([k, v]) => `${k} ${v}`).join(", ") || "–"]],
+      "no provider runs processes");
+
+    fillTable("deployments", d.deployments, (s) => {
+      const cls = s.state === "open" ? "badge bad" : s.state === "half_open" ? "badge warn" : "badge ok";
+      return [[`${s.provider}/${s.model}`], el("span", s.state.replace("_", "-"), cls),
+        [s.failures, "num"], [s.last_error || "–"],
+        [s.state === "open" ? when(s.open_until) : "–", s.state === "open" ? "warn" : ""]];
+    }, "every deployment is healthy");
+
     for (const fig of document.querySelectorAll("figure.chart")) {
       renderChart(fig, d.series[fig.dataset.series], fig.dataset.metric);
     }
@@ -182,7 +207,8 @@
       "no usage in this window");
 
     fillTable("errors", d.errors, (e) => [[when(e.ts)], [e.status, "num"], [e.error_type || "–"],
-      [e.alias || "–"], [e.provider || "–"], [e.key_name || "–"], [e.request_id, "mono"]],
+      [e.alias || "–"], [e.provider || "–"], [e.key_name || "–"],
+      [e.final ? "answered" : "retried", e.final ? "" : "muted"], [e.request_id, "mono"]],
       "no errors in this window");
 
     $("updated").textContent = "updated " + new Date(d.now * 1000).toLocaleTimeString();

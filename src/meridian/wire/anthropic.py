@@ -48,19 +48,27 @@ def _flag(supported: bool) -> dict[str, bool]:
 
 
 def _capabilities(model: ModelInfo) -> dict[str, Any]:
-    # Conservative: a feature is claimed only when every upstream family meridian may
-    # translate to can serve it. The shape is the SDK's ModelCapabilities.
+    # What the model and the provider serving it can do (meridian's catalog, the provider's
+    # declared capabilities, the config's overrides); what meridian itself does not offer
+    # (batches, server tools, ...) is off. The shape is the SDK's ModelCapabilities.
     off = _flag(False)
+    effort = _flag(model.effort)
     return {
         "batch": off,
         "citations": off,
         "code_execution": off,
         "context_management": off,
-        "effort": {"supported": False, "low": off, "medium": off, "high": off, "max": off},
+        "effort": {
+            "supported": model.effort,
+            "low": effort,
+            "medium": effort,
+            "high": effort,
+            "max": effort,
+        },
         "image_input": _flag(model.vision),
-        "pdf_input": off,
+        "pdf_input": _flag(model.pdf),
         "server_tools": {"supported": False, "code_execution": off, "web_search": off},
-        "structured_outputs": off,
+        "structured_outputs": _flag(model.structured_output),
         "thinking": {
             "supported": model.thinking,
             "types": {

@@ -3,7 +3,6 @@ translated path (e.g. an OpenAI client served by Claude). No I/O."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ from meridian.model import (
     ThinkingBlock,
     Tool,
     ToolUseBlock,
+    instructions,
 )
 from meridian.wire.anthropic_request import KEPT_FIELDS
 
@@ -34,15 +34,14 @@ def render_request(request: Request) -> dict[str, Any]:
     """Canonical -> an Anthropic ``/v1/messages`` body (the translated path)."""
     meta = request.provider_metadata.get("anthropic", {})
     max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS
+    # One system prompt: instructions given mid-conversation join it, in order.
+    system_blocks, conversation = instructions(request.system, request.messages)
     body: dict[str, Any] = {
         "model": request.model,
         "max_tokens": max_tokens,
-        "messages": render_messages(request.messages),
+        "messages": render_messages(conversation),
     }
-    system = [render_block(b) for b in request.system if b.text]
-    instruction = _format_instruction(request.response_format)
-    if instruction:
-        system.append({"type": "text", "text": instruction})
+    system = [render_block(b) for b in system_blocks if b.text]
     if len(system) == 1 and set(system[0]) == {"type", "text"}:
         body["system"] = system[0]["text"]
     elif system:
@@ -50,6 +49,10 @@ def render_request(request: Request) -> dict[str, Any]:
     for key in KEPT_FIELDS:
         if key in meta:
             body[key] = meta[key]
+    output_format = _output_format(request.response_format)
+    if output_format is not None:
+        # Anthropic's own structured output: the model is constrained to the schema.
+        body["output_config"] = {**body.get("output_config", {}), "format": output_format}
     if request.user is not None:
         body["metadata"] = {**body.get("metadata", {}), "user_id": request.user}
     sampling = {"temperature": request.temperature, "top_p": request.top_p, "top_k": request.top_k}
@@ -175,19 +178,16 @@ def _render_thinking(thinking: Thinking | None, max_tokens: int) -> dict[str, An
     return {"type": "adaptive"}
 
 
-def _format_instruction(response_format: Mapping[str, JSON] | None) -> str | None:
-    """Anthropic has no ``response_format``: asking for JSON in the system prompt is the
-    portable equivalent (it works on every model, unlike output_config.format)."""
+def _output_format(response_format: Mapping[str, JSON] | None) -> dict[str, Any] | None:
+    """OpenAI's ``response_format`` as Anthropic's ``output_config.format``: a JSON schema
+    the API enforces (``json_object``, "any JSON object", is the schema of any object)."""
     if not response_format:
         return None
     kind = response_format.get("type")
     if kind == "json_schema":
         spec = response_format.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, Mapping) else response_format.get("schema")
-        return (
-            "Respond with only a JSON value that conforms to this JSON Schema, with no prose "
-            "and no code fences:\n" + json.dumps(schema, separators=(",", ":"), sort_keys=True)
-        )
+        return {"type": "json_schema", "schema": schema if isinstance(schema, Mapping) else {}}
     if kind == "json_object":
-        return "Respond with only a single valid JSON object, with no prose and no code fences."
+        return {"type": "json_schema", "schema": {"type": "object"}}
     return None

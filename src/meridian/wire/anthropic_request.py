@@ -168,6 +168,7 @@ def parse_request(body: Mapping[str, Any]) -> Request:
         )
     opt = body.get
     thinking = _thinking(opt("thinking"), meta)
+    response_format = _output_format(meta)
     return Request(
         model=model,
         messages=messages,
@@ -182,8 +183,31 @@ def parse_request(body: Mapping[str, Any]) -> Request:
         thinking=thinking,
         stream=False if opt("stream") is None else _bool(body["stream"], "stream"),
         user=user,
+        response_format=response_format,
         provider_metadata={"anthropic": meta} if meta else {},
     )
+
+
+def _output_format(meta: dict[str, JSON]) -> dict[str, JSON] | None:
+    """``output_config.format`` (Anthropic's structured output) as the canonical
+    ``response_format`` (OpenAI's json_schema shape), taken out of the kept
+    ``output_config`` so that it is rendered once, from the canonical field."""
+    config = meta.get("output_config")
+    if not isinstance(config, Mapping) or "format" not in config:
+        return None
+    fmt = _obj(config["format"], "output_config.format")
+    if fmt.get("type") != "json_schema":
+        _fail("output_config.format.type", f'expected "json_schema", got {fmt.get("type")!r}')
+    schema = _obj(fmt.get("schema"), "output_config.format.schema")
+    rest = {k: v for k, v in config.items() if k != "format"}
+    if rest:
+        meta["output_config"] = rest
+    else:
+        del meta["output_config"]
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema, "strict": True},
+    }
 
 
 def _system(value: object) -> tuple[TextBlock, ...]:
@@ -204,16 +228,20 @@ def _system(value: object) -> tuple[TextBlock, ...]:
 def _message(value: object, path: str) -> Message:
     msg = _obj(value, path)
     role = msg.get("role")
-    if role not in ("user", "assistant"):
-        hint = " (put system prompts in the top-level `system` field)" if role == "system" else ""
-        _fail(f"{path}.role", f'must be "user" or "assistant", got {role!r}{hint}')
+    if role not in ("user", "assistant", "system"):
+        # Anthropic's own wording: Claude Code falls back to its compatible mode only when
+        # it reads exactly this.
+        _fail(f"{path}.role", "Input should be 'user' or 'assistant'")
     if "content" not in msg:
         _fail(f"{path}.content", "required: a string or an array of content blocks")
     content = msg["content"]
     if isinstance(content, str):
         return Message(role, (TextBlock(content),) if content else ())
     raw_blocks = _list(content, f"{path}.content")
-    return Message(role, tuple(_block(b, f"{path}.content.{i}") for i, b in enumerate(raw_blocks)))
+    blocks = tuple(_block(b, f"{path}.content.{i}") for i, b in enumerate(raw_blocks))
+    if role == "system" and not all(isinstance(b, TextBlock) for b in blocks):
+        _fail(f"{path}.content", "a system message holds text blocks only")
+    return Message(role, blocks)
 
 
 def _block(value: object, path: str) -> Block:

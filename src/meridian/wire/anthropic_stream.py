@@ -305,21 +305,31 @@ class StreamEncoder:
 class UsageSniffer:
     """For the pass-through relay: watches an upstream's SSE events without changing them."""
 
-    __slots__ = ("error", "finished", "first_token", "usage")
+    __slots__ = ("error", "finished", "first_token", "produced_chars", "started", "usage")
 
     def __init__(self) -> None:
         self.usage = Usage()  # cumulative so far
         self.finished = False  # message_stop seen
         self.error: MeridianError | None = None  # an `error` event (the relay forwards it)
         self.first_token = False  # a content_block_delta seen (time to first token)
+        # Past message_start and pings: the answer has begun (the relay commits here).
+        self.started = False
+        # Roughly how much content the deltas carried (for a stream cut short, whose usage
+        # the upstream never reported).
+        self.produced_chars = 0
 
     def feed(self, event: SSEEvent) -> None:
         name = event.event
         # The bulk of a stream is deltas: they are recognised by name, never parsed.
         if name == "content_block_delta":
-            self.first_token = True
+            self.first_token = self.started = True
+            # The delta's JSON framing is ~60 characters; the rest is its content.
+            self.produced_chars += max(0, len(event.data) - 60)
             return
-        if name in ("content_block_start", "content_block_stop", "ping"):
+        if name in ("content_block_start", "content_block_stop"):
+            self.started = True
+            return
+        if name == "ping":
             return
         try:
             data = orjson.loads(event.data)
@@ -328,6 +338,8 @@ class UsageSniffer:
         if not isinstance(data, dict):
             return
         kind = data.get("type") or name
+        if kind not in ("message_start", "ping"):
+            self.started = True
         if kind == "message_start":
             message = data.get("message")
             if isinstance(message, dict):

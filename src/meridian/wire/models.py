@@ -19,5 +19,8 @@ class ModelInfo:
     # What the Anthropic listing's `capabilities` reports (Home Assistant reads it).
     vision: bool = True
     thinking: bool = False
+    pdf: bool = False
+    effort: bool = False
+    structured_output: bool = False
     # An upstream's own Anthropic `capabilities` object, passed on as is when known.
     capabilities: Mapping[str, JSON] | None = None

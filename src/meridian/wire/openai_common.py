@@ -6,6 +6,7 @@ Public names are re-exported from `meridian.wire.openai_chat`; import them from 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -114,9 +115,23 @@ _ERROR_TYPES: dict[str, tuple[int, str]] = {
 }
 
 
+USER_MAX = 64
+
+
+def end_user(value: str) -> str:
+    """The caller's end-user id as OpenAI takes it (``user``: at most 64 characters). A
+    longer one (Claude Code's ``metadata.user_id`` is a ~150-character JSON string) is sent
+    as its sha256, hex: the same user always maps to the same id, and no content leaks."""
+    if len(value) <= USER_MAX:
+        return value
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
 def render_error(err: MeridianError) -> tuple[int, dict[str, Any]]:
     """(HTTP status, ``{"error": {"message", "type", "param", "code"}}``) for a client."""
     status, type_ = _ERROR_TYPES.get(err.kind, (err.status, "server_error"))
+    if err.kind == "invalid_request":
+        status = err.status  # 400, or a 405 / 409 / 422 that says more
     code = err.code
     if err.kind == "authentication":
         code = code or "invalid_api_key"

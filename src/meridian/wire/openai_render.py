@@ -21,7 +21,7 @@ from meridian.model import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from meridian.wire.openai_common import STRICT_TOOLS, dumps_args
+from meridian.wire.openai_common import STRICT_TOOLS, dumps_args, end_user
 
 
 def _fail(message: str) -> NoReturn:
@@ -143,13 +143,18 @@ def render_request(request: Request) -> dict[str, Any]:
     for message in request.messages:
         if message.role == "user":
             messages.extend(_user(message))
+        elif message.role == "system":
+            text = "\n\n".join(b.text for b in message.content if isinstance(b, TextBlock))
+            messages.append({"role": "system", "content": text})
         else:
             messages.append(_assistant_message(message))
     body: dict[str, Any] = {"model": request.model, "messages": messages}
     body.update((k, v) for k, v in meta.items() if not k.startswith("_"))
     if request.max_tokens is not None:
         body["max_tokens"] = request.max_tokens
-    for key in ("temperature", "top_p", "user"):
+    if request.user is not None:
+        body["user"] = end_user(request.user)
+    for key in ("temperature", "top_p"):
         if getattr(request, key) is not None:
             body[key] = getattr(request, key)
     if request.response_format is not None:

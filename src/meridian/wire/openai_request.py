@@ -240,11 +240,16 @@ def _messages(raw: Any) -> tuple[list[TextBlock], list[Message]]:
             _fail(param, f"'{param}' must be an object, got {_kind(msg)}")
         role = msg.get("role")
         if role in ("system", "developer"):
-            system.extend(
+            texts = tuple(
                 b
                 for b in _parts(msg.get("content"), f"{param}.content", _TEXT_PARTS)
                 if isinstance(b, TextBlock)
             )
+            if messages:  # in the middle of the conversation: it stays where it was said
+                messages.append(Message("system", texts))
+                tool_turn = False
+            else:
+                system.extend(texts)
         elif role == "user":
             blocks = _parts(msg.get("content"), f"{param}.content", _USER_PARTS)
             if tool_turn:

@@ -296,9 +296,12 @@ class UsageSniffer:
         self.finished = False  # [DONE] or a finish_reason seen
         self.error: MeridianError | None = None
         self.first_token = False  # a delta with content, reasoning or a tool call seen
+        self.started = False  # any chunk seen: the relay commits at the first one
+        self.produced_chars = 0  # content the deltas carried so far, roughly
 
     def feed(self, event: SSEEvent) -> None:
         data = event.data
+        self.started = True
         if data.startswith("[DONE]"):
             self.finished = True
             return
@@ -318,6 +321,8 @@ class UsageSniffer:
             if not isinstance(choice, dict):
                 continue
             delta = choice.get("delta")
+            if isinstance(delta, dict):
+                self.produced_chars += _delta_chars(delta)
             if (
                 not self.first_token
                 and isinstance(delta, dict)
@@ -329,3 +334,17 @@ class UsageSniffer:
                 self.first_token = True
             if choice.get("finish_reason"):
                 self.finished = True
+
+
+def _delta_chars(delta: dict[str, Any]) -> int:
+    n = 0
+    for key in ("content", "reasoning_content", "reasoning", "refusal"):
+        value = delta.get(key)
+        if isinstance(value, str):
+            n += len(value)
+    calls = delta.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            n += len(function.get("arguments") or "") + len(function.get("name") or "")
+    return n

@@ -6,23 +6,27 @@ only looks at whether they exist and when the access token expires, and every co
 runs the bundled CLI with the same scrubbed environment as a request does.
 
 `login_state` is the cheap check behind ``/ready`` and the provider's fail-fast (no process,
-no model call); `status` asks the CLI (``claude auth status --json``) and adds the expiry.
+no model call); `LoginWatch` runs it in a worker thread at most once every few seconds, so
+no call reads files on the event loop. `status` asks the CLI (``claude auth status --json``)
+and adds the expiry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from meridian.claude_process import default_cli, scrubbed_env
 from meridian.config import ClaudeCodeProviderConfig
+from meridian.providers.claude.command import default_cli, scrubbed_env
 
 NOT_LOGGED_IN = "not logged in: run `meridian auth login`"
 # Credentials the CLI accepts from its environment instead of a stored login.
@@ -82,6 +86,40 @@ def login_state(config: ClaudeCodeProviderConfig) -> tuple[bool, str]:
     return False, NOT_LOGGED_IN
 
 
+class LoginWatch:
+    """`login_state`, read off the event loop and kept for ``ttl_s``: a login made (or lost)
+    while meridian runs shows within that time; `forget` makes the next call read again (an
+    upstream that rejected the credentials)."""
+
+    def __init__(
+        self,
+        config: ClaudeCodeProviderConfig,
+        ttl_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config, self.ttl_s, self._clock = config, ttl_s, clock
+        self._state: tuple[bool, str] | None = None
+        self._read_at = 0.0
+        self._reading: asyncio.Future[tuple[bool, str]] | None = None
+
+    async def state(self) -> tuple[bool, str]:
+        if self._state is not None and self._clock() - self._read_at < self.ttl_s:
+            return self._state
+        if self._reading is None:  # one read at a time, however many calls wait for it
+            self._reading = asyncio.ensure_future(asyncio.to_thread(login_state, self.config))
+        reading = self._reading
+        try:
+            state = await asyncio.shield(reading)
+        finally:
+            if reading.done() and self._reading is reading:
+                self._reading = None
+        self._state, self._read_at = state, self._clock()
+        return state
+
+    def forget(self) -> None:
+        self._state = None
+
+
 def status(config: ClaudeCodeProviderConfig, *, cli_path: str | None = None) -> AuthStatus:
     """What the CLI reports for the configured login, plus the access token's expiry."""
     oauth = _oauth(config)
@@ -94,6 +132,7 @@ def status(config: ClaudeCodeProviderConfig, *, cli_path: str | None = None) -> 
     )
     try:
         with tempfile.TemporaryDirectory(prefix="meridian-auth-") as home:
+            (Path(home) / "tmp").mkdir()  # the CLI's TMPDIR: gone with the home
             proc = subprocess.run(
                 [cli_path or default_cli(), "auth", "status", "--json"],
                 env=scrubbed_env(config, Path(home)),
@@ -133,6 +172,7 @@ def login(config: ClaudeCodeProviderConfig, *, cli_path: str | None = None) -> i
         file=sys.stderr,
     )
     with tempfile.TemporaryDirectory(prefix="meridian-auth-") as home:
+        (Path(home) / "tmp").mkdir()  # the CLI's TMPDIR: gone with the home
         code = subprocess.call(
             [cli_path or default_cli(), "auth", "login", "--claudeai"],
             env=scrubbed_env(config, Path(home)),
@@ -149,6 +189,7 @@ def refresh_token(config: ClaudeCodeProviderConfig, *, cli_path: str | None = No
     the login works afterwards."""
     before = _expiry(_oauth(config))
     with tempfile.TemporaryDirectory(prefix="meridian-auth-") as home:
+        (Path(home) / "tmp").mkdir()  # the CLI's TMPDIR: gone with the home
         env = scrubbed_env(config, Path(home))
         env.update(CLAUDE_CODE_MAX_OUTPUT_TOKENS="16", CLAUDE_CODE_DISABLE_THINKING="1")
         argv = [
