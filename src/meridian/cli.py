@@ -3,25 +3,52 @@
 Every subcommand's handler takes ``(settings, args)`` and returns an exit code; errors a
 person can act on (a bad config, a port in use) are one line on stderr and exit code 2 or 1,
 never a traceback.
+
+``serve`` and ``check`` read the whole config, so an unset ``${VAR}`` anywhere in it is an
+error for them. The admin commands read only part of it (`_READS`): ``keys`` and ``usage``
+the ``storage`` section, ``auth`` its claude-code provider. For them an unset ``${VAR}``
+elsewhere, typically a secret such as ``${MERIDIAN_MASTER_KEY}`` that lives in the service's
+environment file, is no error; one under a key they do read still is.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
 from meridian import __version__
-from meridian.config import ConfigError, Settings, resolve
+from meridian.config import (
+    ClaudeCodeProviderConfig,
+    ConfigError,
+    Settings,
+    data_dir,
+    resolve,
+    unset_message,
+)
 
 Handler = Callable[[Settings, argparse.Namespace], int]
 
 
+def _claude_providers(settings: Settings) -> list[str]:
+    return [f"providers.{n}" for n, c in settings.providers.items() if c.type == "claude-code"]
+
+
+# What each admin command reads of the config, as key paths (None, the default: all of it).
+_READS: dict[str, Callable[[Settings], list[str]]] = {
+    "keys": lambda settings: ["storage"],
+    "usage": lambda settings: ["storage"],
+    "auth": _claude_providers,
+}
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from meridian import logs, server
+    from meridian import logs, masterkey, server
 
     if args.host or args.port:
         listen = []
@@ -35,6 +62,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     logs.configure("INFO")
     try:
+        masterkey.ensure(settings)  # the one place a missing key file is generated (logged)
         server.serve(settings)
     except StoreError as exc:
         print(f"meridian: {exc}", file=sys.stderr)
@@ -45,15 +73,24 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# The state paths in the packaged example; `init` writes the chosen data directory instead.
+_EXAMPLE_DIR = "/var/lib/meridian"
+
+
 def _init(args: argparse.Namespace) -> int:
     target = Path(args.path)
     if target.exists() and not args.force:
         print(f"meridian: {target} exists; use --force to overwrite it", file=sys.stderr)
         return 1
+    # Absolute, fixed now: whoever runs a command with this file later (root, the service's
+    # user, a shell with another $HOME) opens the same database.
+    state = Path(args.data_dir or data_dir()).expanduser().absolute()
     text = resources.files("meridian").joinpath("example-config.yaml").read_text(encoding="utf-8")
+    for name in ("meridian.db", "claude"):
+        text = text.replace(json.dumps(f"{_EXAMPLE_DIR}/{name}"), json.dumps(str(state / name)))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
-    print(f"wrote {target}; edit it, then run: meridian check --config {target}")
+    print(f"wrote {target} (state in {state}); edit it, then run: meridian check --config {target}")
     return 0
 
 
@@ -61,12 +98,16 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from meridian import masterkey
+
     # Piped (a log, a CI step): wide enough that no cell is folded.
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(
         f"[green]ok[/green] {settings.source}: "
         f"{len(settings.providers)} providers, {len(settings.models)} models"
     )
+    console.print(f"database: {settings.storage.path}", highlight=False, soft_wrap=True)
+    console.print(f"master key: {masterkey.describe(settings)}", highlight=False, soft_wrap=True)
     if not args.live:
         table = Table("alias", "provider", "model", "type")
         for alias in settings.models:
@@ -119,6 +160,11 @@ def _parser(
 
     init = sub.add_parser("init", help="write a commented example config")
     init.add_argument("path", nargs="?", default="meridian.yaml")
+    init.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where the database and the Claude login go (default: the user's data directory)",
+    )
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(plain=_init)
 
@@ -160,15 +206,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser(_extensions()).parse_args(argv)
     if getattr(args, "plain", None):
         return int(args.plain(args))
+    reads = _READS.get(args.command)
+    unset: dict[str, str] | None = None if reads is None else {}
     try:
-        settings = resolve(getattr(args, "config", None))
+        settings = resolve(getattr(args, "config", None), unset=unset)
+        if unset:
+            wanted = reads(settings) if reads else []
+            blocking = {
+                path: var
+                for path, var in unset.items()
+                if any(path == w or path.startswith((w + ".", w + "[")) for w in wanted)
+            }
+            if blocking:
+                raise ConfigError(unset_message(settings.source, blocking))
     except ConfigError as exc:
         print(f"meridian: invalid configuration\n{exc}", file=sys.stderr)
         return 2
+    refusal = _root_writing_a_service_login(settings, args)
+    if refusal:
+        print(f"meridian: {refusal}", file=sys.stderr)
+        return 2
     try:
+        if args.command == "usage":  # as `keys` does: root opens the database as its owner
+            from meridian import runas
+
+            with runas.as_owner(settings.storage.path):
+                return int(args.handler(settings, args))
         return int(args.handler(settings, args))
     except KeyboardInterrupt:
         return 130
+
+
+def _root_writing_a_service_login(settings: Settings, args: argparse.Namespace) -> str | None:
+    """``auth login`` / ``refresh-token`` run as root would leave the CLI's login files owned by
+    root in a directory the service's user owns: the service could no longer read them."""
+    if args.command != "auth" or args.auth_command == "status" or os.geteuid() != 0:
+        return None
+    from meridian import runas
+
+    for name, conf in settings.providers.items():
+        if not isinstance(conf, ClaudeCodeProviderConfig) or args.provider not in (None, name):
+            continue
+        owner = runas.owner_of(conf.config_dir / ".credentials.json")
+        if owner is not None and owner[0] != 0:
+            user = runas.user_name(owner[0])
+            config = "" if settings.source.startswith("<") else f" --config {settings.source}"
+            return (
+                f"{conf.config_dir} belongs to {user}: run this as that user, e.g. "
+                f"runuser -u {user} -- meridian auth {args.auth_command}{config}"
+            )
+    return None
 
 
 if __name__ == "__main__":

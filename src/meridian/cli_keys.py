@@ -1,35 +1,49 @@
-"""``meridian keys create|list|revoke|rotate``: client keys, straight on the SQLite file.
+"""``meridian keys create|list|revoke|rotate|apply|generate``: client keys, straight on the
+SQLite file.
 
-The database is the one named by ``storage.path``; WAL mode lets this run next to a serving
-gateway, which picks the change up within about a second. A secret goes to stdout alone (so
-``$(meridian keys create ...)`` captures just it); everything else goes to stderr.
+The database is the one named by ``storage.path``, and every command says which one it opened;
+WAL mode lets this run next to a serving gateway, which picks the change up within about a
+second. Run as root, the commands act as the database's owner (`meridian.runas`), so the
+service's files stay the service's. A secret goes to stdout alone (so ``$(meridian keys create
+...)`` captures just it); everything else goes to stderr. None of them reads the master key.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+from meridian import keyfile, runas
 from meridian.config import Settings
 from meridian.errors import MeridianError
-from meridian.keys import KeyInfo, KeyStore, human_time, parse_expires
+from meridian.keys import KeyInfo, KeyStore, human_time, new_secret, parse_expires
 from meridian.store import Store, StoreError
 
 _WARNING = "Store this secret now: it will not be shown again."
 
 
 @contextmanager
-def _keystore(settings: Settings) -> Iterator[KeyStore]:
-    store = Store(settings.storage.path).open()
+def _keystore(settings: Settings) -> Iterator[tuple[KeyStore, str]]:
+    """The key store on ``storage.path``, and how to name it in messages."""
+    path = settings.storage.path
+    # A database this command creates (with its -wal and -shm) is private, as the service's.
+    umask = os.umask(0o077)
     try:
-        yield KeyStore(store)
+        with runas.as_owner(path) as owner:
+            store = Store(path).open()
+            try:
+                yield KeyStore(store), str(path) + (f" (as {owner}, its owner)" if owner else "")
+            finally:
+                store.close()
     finally:
-        store.close()
+        os.umask(umask)
 
 
 Handler = Callable[[Settings, argparse.Namespace], int]
@@ -42,6 +56,9 @@ def _guarded(run: Handler) -> Handler:
         except MeridianError as exc:
             print(f"meridian keys: {exc.message}", file=sys.stderr)
             return 1
+        except keyfile.KeyFileError as exc:
+            print(f"meridian keys: invalid key file\n{exc}", file=sys.stderr)
+            return 2
         except StoreError as exc:
             print(f"meridian keys: {exc}", file=sys.stderr)
             return 2
@@ -76,7 +93,7 @@ def create(settings: Settings, args: argparse.Namespace) -> int:
             )
     now = time.time()
     expires_at = None if args.expires is None else parse_expires(args.expires, now)
-    with _keystore(settings) as keys:
+    with _keystore(settings) as (keys, where):
         secret, info = keys.create(
             args.name,
             models=models,
@@ -90,7 +107,10 @@ def create(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"secret": secret, **info.as_dict(now)}))
     else:
-        print(f"created key {info.name!r} ({info.prefix}..., {_limits(info)})", file=sys.stderr)
+        print(
+            f"created key {info.name!r} in {where} ({info.prefix}..., {_limits(info)})",
+            file=sys.stderr,
+        )
         print(secret)
     print(_WARNING, file=sys.stderr)
     return 0
@@ -117,16 +137,17 @@ def _used(info: KeyInfo) -> str:
 
 
 def list_keys(settings: Settings, args: argparse.Namespace) -> int:
-    with _keystore(settings) as keys:
+    with _keystore(settings) as (keys, where):
         infos = keys.list(include_revoked=not args.active)
     now = time.time()
     if args.json:
         print(json.dumps([info.as_dict(now) for info in infos], indent=2))
+        print(f"{len(infos)} keys in {where}", file=sys.stderr)
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    table = Table()
+    table = Table(title=f"keys in {where}", title_justify="left")
     for column in ("name", "prefix", "models", "limits", "used this month", "last used", "expiry"):
         table.add_column(column, overflow="fold")
     for info in infos:
@@ -153,28 +174,74 @@ def list_keys(settings: Settings, args: argparse.Namespace) -> int:
     if infos:
         console.print(table)
     else:
-        console.print("no keys yet: create one with  meridian keys create --name NAME")
+        console.print(f"no keys in {where} yet: create one with  meridian keys create --name NAME")
     return 0
 
 
 def revoke(settings: Settings, args: argparse.Namespace) -> int:
-    with _keystore(settings) as keys:
+    with _keystore(settings) as (keys, where):
         info = keys.revoke(args.name)
-    print(f"revoked key {info.name!r} ({info.prefix}...)", file=sys.stderr)
+    print(f"revoked key {info.name!r} ({info.prefix}...) in {where}", file=sys.stderr)
     return 0
 
 
 def rotate(settings: Settings, args: argparse.Namespace) -> int:
-    with _keystore(settings) as keys:
+    with _keystore(settings) as (keys, where):
         secret = keys.rotate(args.name)
-    print(f"rotated key {args.name!r}: the old secret no longer works", file=sys.stderr)
+    print(f"rotated key {args.name!r} in {where}: the old secret no longer works", file=sys.stderr)
     print(secret)
     print(_WARNING, file=sys.stderr)
     return 0
 
 
+def apply(settings: Settings, args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    desired = keyfile.read(path)
+    models = [m for want in desired for m in (want.spec.models or [])]
+    unknown = _unknown_models(settings, list(dict.fromkeys(models)))
+    if unknown:
+        print(f"warning: not a model of {settings.source}: {', '.join(unknown)}", file=sys.stderr)
+    db = settings.storage.path
+    if args.dry_run and not db.exists():
+        # Opening would create the database: plan against the empty store it would be.
+        changes, where = keyfile.plan(None, desired), f"{db} (does not exist yet)"
+    else:
+        with _keystore(settings) as (keys, where):
+            changes = keyfile.plan(keys, desired) if args.dry_run else keyfile.apply(keys, desired)
+    changed = any(c.action != "unchanged" for c in changes)
+    if args.json:
+        report = {
+            "file": str(path),
+            "database": str(db),
+            "dry_run": args.dry_run,
+            "changed": changed,
+            "keys": [c.as_dict() for c in changes],
+        }
+        print(json.dumps(report, indent=2))
+    else:
+        for c in changes:
+            detail = f" ({', '.join(c.fields)})" if c.fields and c.action == "update" else ""
+            verb = "would " + c.action if args.dry_run and c.action != "unchanged" else c.action
+            print(f"{c.name}: {verb}{detail}", file=sys.stderr)
+            if c.secret is not None:
+                print(f"{c.name} {c.secret}")
+    counts = {a: sum(c.action == a for c in changes) for a in ("create", "update", "revoke")}
+    summary = ", ".join(f"{n} to {a}" for a, n in counts.items() if n) or "nothing to change"
+    suffix = " (dry run: nothing written)" if args.dry_run else ""
+    print(f"{path} against {where}: {summary}{suffix}", file=sys.stderr)
+    if any(c.secret for c in changes) and not args.json:
+        print(_WARNING, file=sys.stderr)
+    return 0
+
+
+def generate(args: argparse.Namespace) -> int:
+    """A secret for ``keys apply`` (secret_env / secret_file): reads no config, no database."""
+    print(new_secret())
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    keys = subparsers.add_parser("keys", help="create, list, revoke and rotate client keys")
+    keys = subparsers.add_parser("keys", help="create, list, revoke, rotate and apply client keys")
     sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
 
     p = sub.add_parser("create", help="create a key and print its secret once")
@@ -201,3 +268,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = sub.add_parser("rotate", help="give a key a new secret; the old one stops working")
     p.add_argument("name")
     p.set_defaults(handler=_guarded(rotate))
+
+    p = sub.add_parser(
+        "apply", help="create, update or revoke keys to match a YAML list (idempotent)"
+    )
+    p.add_argument("file", help="the key list (docs/keys.md: Declared keys)")
+    p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
+    p.add_argument("--json", action="store_true", help="report the changes as JSON on stdout")
+    p.set_defaults(handler=_guarded(apply))
+
+    p = sub.add_parser(
+        "generate", help="print a new random key secret, for key files and vaults (no database)"
+    )
+    p.set_defaults(plain=generate)

@@ -2,7 +2,10 @@
 
 Errors are `ConfigError`s whose message names the file, the key path and what was expected,
 one problem a line. A ``${VAR}`` that is not set is an error naming the variable (never an
-empty string sent upstream); ``${VAR:-default}`` supplies a default.
+empty string sent upstream); ``${VAR:-default}`` supplies a default. A command that reads only
+part of the config (``meridian keys``, ``usage``, ``auth``) passes ``unset=`` to `load` /
+`resolve`: unset variables are then recorded by key path and their keys left out, so that a
+secret the command never reads need not be in its environment (see `meridian.cli`).
 
 With no file, `default_settings()` builds the built-in defaults from the environment.
 """
@@ -289,14 +292,28 @@ class Settings(_Model):
         return entry if isinstance(entry, AliasConfig) else None
 
 
-def interpolate(value: Any, env: Mapping[str, str], path: str = "") -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a YAML tree."""
+_LEFT_OUT = object()
+
+
+def interpolate(
+    value: Any, env: Mapping[str, str], path: str = "", unset: dict[str, str] | None = None
+) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a YAML tree.
+
+    An unset ``${VAR}`` without a default raises, unless ``unset`` is given: then the key
+    path and the variable are recorded there and the key is left out of the tree."""
     if isinstance(value, dict):
-        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        items = (
+            (k, interpolate(v, env, f"{path}.{k}" if path else str(k), unset))
+            for k, v in value.items()
+        )
+        return {k: v for k, v in items if v is not _LEFT_OUT}
     if isinstance(value, list):
-        return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+        items = (interpolate(v, env, f"{path}[{i}]", unset) for i, v in enumerate(value))
+        return [v for v in items if v is not _LEFT_OUT]
     if not isinstance(value, str) or "${" not in value:
         return value
+    missing: list[str] = []
 
     def sub(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
@@ -304,9 +321,22 @@ def interpolate(value: Any, env: Mapping[str, str], path: str = "") -> Any:
             return env[name]
         if default is not None:
             return default
-        raise ConfigError(f"{path}: environment variable {name} is not set")
+        if unset is None:
+            raise ConfigError(f"{path}: environment variable {name} is not set")
+        missing.append(name)
+        return ""
 
-    return _VAR.sub(sub, value)
+    out = _VAR.sub(sub, value)
+    if missing and unset is not None:
+        unset[path] = missing[0]
+        return _LEFT_OUT
+    return out
+
+
+def unset_message(source: str, unset: Mapping[str, str]) -> str:
+    return "\n".join(
+        f"{source}: {path}: environment variable {name} is not set" for path, name in unset.items()
+    )
 
 
 def _check_references(settings: Settings) -> list[str]:
@@ -373,7 +403,9 @@ def validate(raw: Any, source: str) -> Settings:
     return settings
 
 
-def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+def load(
+    path: str | Path, env: Mapping[str, str] | None = None, *, unset: dict[str, str] | None = None
+) -> Settings:
     path = Path(path)
     env = os.environ if env is None else env
     try:
@@ -384,11 +416,17 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    found: dict[str, str] = {} if unset is None else unset
+    raw = interpolate(raw, env, unset=found)
+    if unset is None and found:
+        raise ConfigError(unset_message(str(path), found))  # every one of them, not the first
     try:
-        raw = interpolate(raw, env)
+        return validate(raw, str(path))
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return validate(raw, str(path))
+        if not unset:
+            raise
+        # A key left out for its unset variable may be why the rest does not validate.
+        raise ConfigError(f"{exc}\n{unset_message(str(path), unset)}") from None
 
 
 # The built-in defaults: providers switched on by the usual environment variables.
@@ -440,8 +478,21 @@ def default_settings(env: Mapping[str, str] | None = None) -> Settings:
     return validate(raw, "<built-in defaults>")
 
 
-def resolve(path: str | Path | None, env: Mapping[str, str] | None = None) -> Settings:
-    """The settings in force: ``--config``, else ``$MERIDIAN_CONFIG``, else the defaults."""
+# The system-wide config (the Ansible role and the systemd unit use it): found without
+# --config or $MERIDIAN_CONFIG, so `sudo meridian keys ...` opens the service's database.
+SYSTEM_CONFIG = Path("/etc/meridian/meridian.yaml")
+
+
+def resolve(
+    path: str | Path | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    unset: dict[str, str] | None = None,
+) -> Settings:
+    """The settings in force: ``--config``, else ``$MERIDIAN_CONFIG``, else
+    ``/etc/meridian/meridian.yaml`` if it exists, else the built-in defaults."""
     env = os.environ if env is None else env
-    chosen = path or env.get("MERIDIAN_CONFIG")
-    return load(chosen, env) if chosen else default_settings(env)
+    chosen = (
+        path or env.get("MERIDIAN_CONFIG") or (SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None)
+    )
+    return load(chosen, env, unset=unset) if chosen else default_settings(env)

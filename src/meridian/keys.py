@@ -198,6 +198,59 @@ def _positive(field: str, value: float | None, *, integer: bool = True) -> None:
         )
 
 
+_SECRET = re.compile(re.escape(SECRET_PREFIX) + r"[A-Za-z0-9_-]{43}")
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def checked_secret(secret: str) -> str:
+    """A given secret must look like a generated one: the resolver only looks those up."""
+    if not isinstance(secret, str) or not _SECRET.fullmatch(secret):
+        raise InvalidRequest(
+            f"secret: expected {SECRET_PREFIX!r} and 43 URL-safe characters (letters, digits, "
+            "'-', '_'), as `meridian keys generate` prints",
+            param="secret",
+        )
+    return secret
+
+
+def checked_limits(
+    models: Sequence[str] | None,
+    rpm: int | None,
+    tpm: int | None,
+    max_parallel: int | None,
+    budget_tokens_month: int | None,
+    budget_usd_month: float | None,
+    expires_at: float | None,
+    now: float,
+) -> builtins.list[str] | None:
+    """The limits of a key validated; returns the model list de-duplicated (None: all)."""
+    listed = None
+    if models is not None:
+        if isinstance(models, str) or not all(isinstance(m, str) and m for m in models):
+            raise InvalidRequest("models: expected a list of model aliases", param="models")
+        listed = list(dict.fromkeys(m.strip() for m in models if m.strip()))
+        if not listed:
+            raise InvalidRequest(
+                "models: the list is empty; leave it out to allow every model", param="models"
+            )
+    _positive("rpm", rpm)
+    _positive("tpm", tpm)
+    _positive("max_parallel", max_parallel)
+    _positive("budget_tokens_month", budget_tokens_month)
+    _positive("budget_usd_month", budget_usd_month, integer=False)
+    if expires_at is not None and expires_at <= now:
+        raise InvalidRequest(f"expires: {iso(expires_at)} is in the past", param="expires")
+    if expires_at is not None and expires_at > now + MAX_EXPIRY_S:
+        raise InvalidRequest(
+            "expires: at most 100 years from now; leave it out for a key that never expires",
+            param="expires",
+        )
+    return listed
+
+
 _COLUMNS = (
     "id, name, prefix, models, rpm, tpm, max_parallel, budget_tokens_month, budget_usd_month, "
     "created_at, expires_at, revoked_at, last_used_at"
@@ -223,36 +276,20 @@ class KeyStore:
         budget_tokens_month: int | None = None,
         budget_usd_month: float | None = None,
         expires_at: float | None = None,
+        secret: str | None = None,
     ) -> tuple[str, KeyInfo]:
-        """A new key; the secret is returned here and never again."""
+        """A new key; the secret (generated unless given) is returned here and never again."""
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidRequest(
                 f"name: expected 1-64 letters, digits, '.', '_' or '-' (starting with a letter "
                 f"or digit), got {name!r}",
                 param="name",
             )
-        if models is not None:
-            if isinstance(models, str) or not all(isinstance(m, str) and m for m in models):
-                raise InvalidRequest("models: expected a list of model aliases", param="models")
-            models = list(dict.fromkeys(m.strip() for m in models if m.strip()))
-            if not models:
-                raise InvalidRequest(
-                    "models: the list is empty; leave it out to allow every model", param="models"
-                )
-        _positive("rpm", rpm)
-        _positive("tpm", tpm)
-        _positive("max_parallel", max_parallel)
-        _positive("budget_tokens_month", budget_tokens_month)
-        _positive("budget_usd_month", budget_usd_month, integer=False)
         now = self.clock()
-        if expires_at is not None and expires_at <= now:
-            raise InvalidRequest(f"expires: {iso(expires_at)} is in the past", param="expires")
-        if expires_at is not None and expires_at > now + MAX_EXPIRY_S:
-            raise InvalidRequest(
-                "expires: at most 100 years from now; leave it out for a key that never expires",
-                param="expires",
-            )
-        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        models = checked_limits(
+            models, rpm, tpm, max_parallel, budget_tokens_month, budget_usd_month, expires_at, now
+        )
+        secret = new_secret() if secret is None else checked_secret(secret)
         with self.store.transaction() as conn:
             if conn.execute(
                 "SELECT 1 FROM keys WHERE name = ? AND revoked_at IS NULL", (name,)
@@ -337,10 +374,10 @@ class KeyStore:
         self.generation += 1
         return self.get(name)
 
-    def rotate(self, name: str) -> str:
-        """A new secret for the active key ``name``: same id, limits and usage; the old secret
-        stops working at once."""
-        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    def rotate(self, name: str, secret: str | None = None) -> str:
+        """A new secret (generated unless given) for the active key ``name``: same id, limits
+        and usage; the old secret stops working at once."""
+        secret = new_secret() if secret is None else checked_secret(secret)
         with self.store.transaction() as conn:
             cur = conn.execute(
                 "UPDATE keys SET hash = ?, prefix = ? WHERE name = ? AND revoked_at IS NULL",
@@ -351,6 +388,58 @@ class KeyStore:
             raise InvalidRequest(f"key {name!r} is revoked: create a new one", status=409)
         self.generation += 1
         return secret
+
+    def update(
+        self,
+        name: str,
+        *,
+        models: Sequence[str] | None,
+        rpm: int | None,
+        tpm: int | None,
+        max_parallel: int | None = None,
+        budget_tokens_month: int | None,
+        budget_usd_month: float | None,
+        expires_at: float | None,
+    ) -> KeyInfo:
+        """Set every limit of the active key ``name`` (None: no limit), as `create` takes them."""
+        listed = checked_limits(
+            models,
+            rpm,
+            tpm,
+            max_parallel,
+            budget_tokens_month,
+            budget_usd_month,
+            expires_at,
+            self.clock(),
+        )
+        with self.store.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE keys SET models = ?, rpm = ?, tpm = ?, max_parallel = ?, "
+                "budget_tokens_month = ?, budget_usd_month = ?, expires_at = ? "
+                "WHERE name = ? AND revoked_at IS NULL",
+                (
+                    None if listed is None else json.dumps(listed),
+                    rpm,
+                    tpm,
+                    max_parallel,
+                    budget_tokens_month,
+                    None if budget_usd_month is None else float(budget_usd_month),
+                    expires_at,
+                    name,
+                ),
+            )
+        if cur.rowcount == 0:
+            self.get(name)
+            raise InvalidRequest(f"key {name!r} is revoked: create a new one", status=409)
+        self.generation += 1
+        return self.get(name)
+
+    def secret_matches(self, name: str, secret: str) -> bool:
+        """Whether ``secret`` is the active key ``name``'s secret (compared in constant time)."""
+        rows = self.store.query(
+            "SELECT hash FROM keys WHERE name = ? AND revoked_at IS NULL", (name,)
+        )
+        return bool(rows) and hmac.compare_digest(bytes(rows[0]["hash"]), digest(secret))
 
     def all_rows(self) -> builtins.list[tuple[bytes, KeyInfo]]:
         """(hash, info) of every key, for the resolver's cache."""

@@ -16,9 +16,7 @@ import asyncio
 import gc
 import logging
 import math
-import os
 import resource
-import secrets
 import signal
 import socket
 from collections.abc import Iterable, Mapping
@@ -30,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.applications import Starlette
 
-from meridian import admin, dashboard, generation, logs
+from meridian import admin, dashboard, generation, logs, masterkey
 from meridian.app import create_app
 from meridian.auth import Authenticator
 from meridian.calls import Gateway
@@ -57,19 +55,8 @@ _STATE_CODES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 
 def master_key(settings: Settings) -> str:
-    """The configured master key, or one generated once and kept next to the database."""
-    if settings.server.master_key is not None:
-        return settings.server.master_key.get_secret_value()
-    path = settings.storage.path.parent / "master_key"
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = "mk-master-" + secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(key + "\n")
-    log.warning("no server.master_key configured: generated one", extra={"path": str(path)})
-    return key
+    """The master key in force; reads only (``meridian serve`` generates a missing one first)."""
+    return masterkey.load(settings)
 
 
 @dataclass(slots=True)

@@ -73,7 +73,7 @@ def test_init_then_check(tmp_path: Path) -> None:
 
 def test_check_names_a_missing_variable(tmp_path: Path) -> None:
     path = tmp_path / "meridian.yaml"
-    run("init", str(path))
+    path.write_text("server:\n  master_key: ${MERIDIAN_MASTER_KEY}\n")
     out = run("check", "--config", str(path), env=clean_env(tmp_path))
     assert out.returncode == 2
     assert "MERIDIAN_MASTER_KEY" in out.stderr and str(path) in out.stderr
