@@ -32,7 +32,7 @@ Labels = tuple[str, ...]
 
 
 class _SumTally:
-    """A number per label set, added to; rendered as the ``family`` type."""
+    """A number per label set, added to; rendered as a ``family_type``."""
 
     family_type: type[CounterMetricFamily] | type[GaugeMetricFamily]
 
