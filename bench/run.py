@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             results["targets"]["floor"] = bench.measure_proxy(floor, passthrough)
         if not args.no_meridian:
             cmd = targets.meridian_command(args.meridian_cmd)
+            targets.byte_compile()
             server = targets.meridian_server(workdir, upstream.port, cmd)
             results["targets"]["meridian"] = bench.measure_proxy(server)
             if not args.no_overhead and overhead.passthrough_paths(args.paths):

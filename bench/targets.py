@@ -6,6 +6,8 @@ pointing at the same fake upstream, so the columns differ only in the proxy betw
 
 from __future__ import annotations
 
+import compileall
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -27,6 +29,15 @@ def upstream_server(workdir: Path, delta_delay_ms: float) -> Server:
                 "--delta-delay-ms", str(delta_delay_ms)]
 
     return Server("fake upstream", launch, "/health", workdir / "upstream.log")
+
+
+def byte_compile() -> None:
+    """Compile meridian's modules as installing its wheel does (pip writes the .pyc files).
+    A source checkout run with PYTHONDONTWRITEBYTECODE set would otherwise compile every
+    module on every start, and the cold start would time the compiler."""
+    spec = importlib.util.find_spec("meridian")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        compileall.compile_dir(folder, quiet=1)
 
 
 def meridian_command(explicit: str | None) -> list[str]:
