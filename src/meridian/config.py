@@ -124,8 +124,9 @@ class LimitsConfig(_Model):
     # Redis unreachable: ``open`` admits calls under this process's own in-memory limits,
     # ``closed`` refuses calls of limited keys with a 503 until Redis answers again.
     on_store_error: Literal["open", "closed"] = "open"
-    # The most one Redis command may take before it counts as a failure.
-    timeout_s: float = Field(default=0.5, gt=0, le=30)
+    # The most one Redis command may take before it counts as a failure (a busy event loop
+    # counts too: keep it well above Redis's own latency).
+    timeout_s: float = Field(default=1.0, gt=0, le=30)
 
     @field_validator("redis_url")
     @classmethod

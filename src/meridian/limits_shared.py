@@ -84,6 +84,7 @@ class SharedLimiter:
         self._local: Limiter | None = None
         self._seeded: dict[int, str] = {}  # key id -> the month this process seeded
         self._snapshots: dict[int, Snapshot] = {}
+        self._reading: dict[int, asyncio.Future[tuple[int, float]]] = {}
         self._settling: dict[int, set[asyncio.Task[None]]] = {}
 
     async def admit(
@@ -144,6 +145,15 @@ class SharedLimiter:
         return None if seen is None else (now, seen)
 
     async def _ledger(self, key_id: int) -> tuple[int, float]:
+        """The key's month usage from the ledger; concurrent first calls share one read."""
+        reading = self._reading.get(key_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_ledger(key_id))
+            self._reading[key_id] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(key_id, None))
+        return await asyncio.shield(reading)
+
+    async def _read_ledger(self, key_id: int) -> tuple[int, float]:
         info = await asyncio.to_thread(self._keys.by_id, key_id, self._clock())
         return (0, 0.0) if info is None else (info.tokens_month, info.usd_month)
 
@@ -222,6 +232,18 @@ class SharedLimiter:
             self._local = Limiter(self._keys, self._clock)
         local = await self._local.admit(principal, alias, tokens=tokens, usd=usd)
         return SharedTicket(principal.key_id, local=local, limiter=self._local)
+
+    async def check(self) -> bool:
+        """Is the store up? While it is down, tries it (at most once a second), so that
+        ``/ready`` sees Redis come back even before a limited call arrives."""
+        if not self.up and asyncio.get_running_loop().time() >= self._retry_at:
+            try:
+                await self._store.ping()
+            except StoreUnavailable as exc:
+                self._failed(str(exc))
+            else:
+                self._recovered()
+        return self.up
 
     def _failed(self, error: str) -> None:
         self.errors += 1

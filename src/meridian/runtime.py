@@ -126,7 +126,7 @@ class Runtime:
         ledger = self.ledger
         ledger_ok = ledger is None or ledger.healthy
         limits = self.limits
-        limits_ok = limits is None or limits.up
+        limits_ok = limits is None or await limits.check()
         ready = store_ok and bool(now_ok)
         status = (
             "ready" if ready and ledger_ok and limits_ok else "degraded" if ready else "not ready"
