@@ -19,11 +19,12 @@ import pytest
 
 
 class RedisServer:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, password: str | None = None) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.socket = root / "redis.sock"
-        self.url = f"unix://{self.socket}"
+        self.password = password
+        self.url = f"unix://{self.socket}" + (f"?password={password}" if password else "")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RedisServer:
@@ -33,7 +34,8 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
              "--save", "", "--appendonly", "no", "--dir", str(self.root),
-             "--logfile", str(self.root / "redis.log")],
+             "--logfile", str(self.root / "redis.log"),
+             *(["--requirepass", self.password] if self.password else [])],
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 30
@@ -53,8 +55,10 @@ class RedisServer:
             with socket.socket(socket.AF_UNIX) as sock:
                 sock.settimeout(5)
                 sock.connect(str(self.socket))
-                parts = [f"*{len(words)}\r\n"] + [f"${len(w)}\r\n{w}\r\n" for w in words]
-                sock.sendall("".join(parts).encode())
+                if self.password:
+                    sock.sendall(_encode("AUTH", self.password))
+                    sock.recv(65536)
+                sock.sendall(_encode(*words))
                 return sock.recv(65536).decode().split("\r\n", 1)[0]
         except OSError:
             return ""
@@ -84,3 +88,7 @@ class RedisServer:
                 self.proc.kill()
                 self.proc.wait(10)
         self.socket.unlink(missing_ok=True)
+
+
+def _encode(*words: str) -> bytes:
+    return "".join([f"*{len(words)}\r\n"] + [f"${len(w)}\r\n{w}\r\n" for w in words]).encode()
