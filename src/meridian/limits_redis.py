@@ -321,10 +321,10 @@ class RedisLimits:
                     return await self._client.ping()
                 return await script(keys=keys, args=args)
         except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(_describe(exc)) from exc
+            raise StoreUnavailable(describe(exc)) from exc
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer in time"
     # redis-py's messages name the host and port, never the password.
@@ -332,8 +332,13 @@ def _describe(exc: BaseException) -> str:
 
 
 def connect(url: str, *, timeout_s: float) -> RedisLimits:
-    """A client for ``url`` (no connection yet: the first command makes one)."""
-    client = Redis.from_url(
+    """Limits in the Redis at ``url`` (no connection yet: the first command makes one)."""
+    return RedisLimits(client(url, timeout_s=timeout_s), timeout_s=timeout_s)
+
+
+def client(url: str, *, timeout_s: float) -> Any:
+    """A redis-py asyncio client for ``url``, every command bounded by ``timeout_s``."""
+    return Redis.from_url(
         url,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
@@ -342,4 +347,3 @@ def connect(url: str, *, timeout_s: float) -> RedisLimits:
         retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False,
     )
-    return RedisLimits(client, timeout_s=timeout_s)

@@ -44,6 +44,8 @@ class Runtime:
     generated_master_key: str | None = None
     # Run at shutdown after the observers have flushed, before the store closes.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Run at startup, once the store is open (background tasks).
+    starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     limits: Any = None  # meridian.limits_shared.SharedLimiter (limits.redis_url), its health
     reloads: int = 0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -50,6 +50,7 @@ from meridian.runtime import Runtime
 from meridian.store import Store
 
 if TYPE_CHECKING:
+    from meridian.cooldowns import SharedCooldowns
     from meridian.limits_shared import SharedLimiter
 
 log = logging.getLogger("meridian.server")
@@ -102,6 +103,7 @@ def assemble(settings: Settings, providers: Mapping[str, Provider] | None = None
     if settings.storage.usage_ledger:
         observers.insert(1, ledger)
     shared = _shared_limits(settings, keys)
+    cooldowns = _shared_cooldowns(settings, health) if shared else None
     gateway = Gateway(
         generations=gens,
         # One limiter per process: every listener shares its windows and budgets (and with
@@ -120,7 +122,12 @@ def assemble(settings: Settings, providers: Mapping[str, Provider] | None = None
         ledger=ledger if settings.storage.usage_ledger else None,
         resolver=resolver,
         generated_master_key=None if settings.server.master_key else master,
-        closers=[resolver.aclose, *([shared.aclose] if shared else [])],
+        closers=[
+            resolver.aclose,
+            *([shared.aclose] if shared else []),
+            *([cooldowns.aclose] if cooldowns else []),
+        ],
+        starters=[cooldowns.start] if cooldowns else [],
         limits=shared,
     )
     guard = Guard(settings.server.http)
@@ -170,6 +177,19 @@ def _shared_limits(settings: Settings, keys: KeyStore) -> SharedLimiter | None:
         where=redact_store_url(url),
         on_error=limits.on_store_error,
         hold_s=max(deadlines) + HOLD_MARGIN_S,
+    )
+
+
+def _shared_cooldowns(settings: Settings, health: Health) -> SharedCooldowns:
+    """Cooldowns shared through the same Redis as the limits."""
+    from meridian.cooldowns import SharedCooldowns
+    from meridian.limits_redis import client
+
+    limits = settings.limits
+    assert limits.redis_url is not None
+    url = limits.redis_url.get_secret_value()
+    return SharedCooldowns(
+        client(url, timeout_s=limits.timeout_s), health, timeout_s=limits.timeout_s
     )
 
 

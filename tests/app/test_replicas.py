@@ -180,3 +180,35 @@ def _up(url: str) -> bool:
             return True
     except (urllib.error.URLError, OSError):
         return False
+
+
+def test_a_cooldown_set_by_one_replica_is_honoured_by_the_other(
+    fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, tmp_path: Path, redis_url: str
+) -> None:
+    raw = two_upstreams(fake_openai.url, fake_anthropic.url)
+    raw["limits"] = {"redis_url": redis_url}
+    raw["router"] = {"retries": 0, "cooldown": {"failures": 1, "seconds": 300}}
+    with Gateway.start(raw, tmp_path) as one, Gateway.start(raw, tmp_path) as two:
+        fake_openai.reply_server_error()
+        assert call(one.url, MASTER_KEY) == 500
+        assert len(fake_openai.requests) == 1
+
+        def cooling_on_two() -> bool:
+            ready = _ready(two)
+            return any(
+                d["model"] == "gpt-4o-mini" and d["state"] == "open" for d in ready["deployments"]
+            )
+
+        poll(cooling_on_two, "replica two adopts the cooldown")
+        # Replica two skips the deployment without calling it.
+        assert call(two.url, MASTER_KEY) in (503, 529)
+        assert len(fake_openai.requests) == 1
+
+
+def _ready(gw: Gateway) -> dict[str, Any]:
+    req = urllib.request.Request(gw.url + "/ready", headers={"x-api-key": MASTER_KEY})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return dict(json.loads(resp.read()))
+    except urllib.error.HTTPError as err:
+        return dict(json.loads(err.read()))
