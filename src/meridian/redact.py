@@ -61,18 +61,15 @@ def redact_store_url(url: str) -> str:
     """A Redis or database URL fit for a log line: no user or password, in the authority or
     in the query (``?password=``)."""
     url = redact_url(url)
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return REDACTED
-    if not parts.query:
+    base, sep, query = url.partition("?")
+    if not sep:
         return url
-    query = "&".join(
+    # Not urlunsplit: it would turn ``unix:///path`` into ``unix:/path``.
+    return f"{base}?" + "&".join(
         f"{name}=***" if name.lower() in SECRET_KEYS or name.lower() == "username" else item
-        for item in parts.query.split("&")
+        for item in query.split("&")
         for name in [item.partition("=")[0]]
     )
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
 def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
