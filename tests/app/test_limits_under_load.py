@@ -30,7 +30,8 @@ def gateway(
     """Limits in memory, or shared through a real Redis (limits.redis_url)."""
     raw = two_upstreams(fake_openai.url, fake_anthropic.url)
     if request.param == "redis":
-        raw["limits"] = {"redis_url": request.getfixturevalue("redis_url")}
+        # 5 s: 50 clients share this process with the gateway (see test_replicas.py).
+        raw["limits"] = {"redis_url": request.getfixturevalue("redis_url"), "timeout_s": 5}
     with Gateway.start(raw, tmp_path) as gw:
         yield gw
 

@@ -35,7 +35,10 @@ def replicas(
     fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, tmp_path: Path, redis_url: str
 ) -> Iterator[tuple[Gateway, Gateway]]:
     raw = two_upstreams(fake_openai.url, fake_anthropic.url)
-    raw["limits"] = {"redis_url": redis_url}
+    # Two replicas, 50 clients and the fake upstream share one Python process here: its
+    # event loops can lag past the default 1 s, which would count as Redis failing (and
+    # fall back to per-replica limits). These tests are about the limits, so 5 s.
+    raw["limits"] = {"redis_url": redis_url, "timeout_s": 5}
     # The same tmp_path: the same store file.
     with Gateway.start(raw, tmp_path) as one, Gateway.start(raw, tmp_path) as two:
         yield one, two
@@ -80,6 +83,12 @@ LIMITS: dict[str, tuple[dict[str, Any], float, Callable[[int], bool]]] = {
         {"budget_tokens_month": 100},
         0.3,
         lambda n: n >= 1 and n * PER_CALL <= 100 + PER_CALL,
+    ),
+    # gpt-4o-mini: 10 in + 20 out is $0.0000135 a call.
+    "budget_usd_month": (
+        {"budget_usd_month": 0.0001},
+        0.3,
+        lambda n: n >= 1 and n * 0.0000135 <= 0.0001 + 0.0000135,
     ),
 }
 

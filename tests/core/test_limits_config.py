@@ -49,3 +49,12 @@ def test_a_redis_url_in_a_log_line_has_no_password() -> None:
         == "unix:///run/redis.sock?db=2&password=***"
     )
     assert redact_store_url("unix:///run/redis.sock") == "unix:///run/redis.sock"
+
+
+def test_changing_limits_needs_a_restart(tmp_path: Path) -> None:
+    from meridian.generation import restart_only_changes
+
+    old = settings({}, tmp_path)
+    new = settings({"limits": {"redis_url": "redis://localhost:6379/0"}}, tmp_path)
+    assert restart_only_changes(old, new) == ["limits"]
+    assert restart_only_changes(old, old) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from keyhelpers import T0, Clock, NewLimiter, add_usage, drain
@@ -260,3 +261,25 @@ async def test_max_parallel(new_limiter: NewLimiter, keys: KeyStore, clock: Cloc
     assert admitted(await limiter.admit(p, "m"))
     with pytest.raises(RateLimited):
         await limiter.admit(p, "m")
+
+
+async def test_a_redis_that_lost_its_data_reads_the_month_from_the_ledger_again(
+    keys: KeyStore, store: Store, clock: Clock, redis_server: Any, redis_url: str
+) -> None:
+    from meridian.limits_redis import connect
+    from meridian.limits_shared import SharedLimiter
+
+    p = principal(keys, "k", budget_tokens_month=1000)
+    assert p.key_id is not None
+    add_usage(store, p.key_id, T0 - 86400, tokens=990)
+    limiter = SharedLimiter(
+        keys, connect(redis_url, timeout_s=5), where="test", on_error="closed", hold_s=630
+    )
+    try:
+        limiter.settle(p, await limiter.admit(p, "m", tokens=10), Usage(output_tokens=5))
+        assert redis_server.command("FLUSHALL") == "+OK"  # a restart without persistence
+        with pytest.raises(RateLimited) as e:
+            await limiter.admit(p, "m", tokens=20)
+        assert e.value.code == "request_too_large" and "has 10 tokens left" in e.value.message
+    finally:
+        await limiter.aclose()
