@@ -89,10 +89,14 @@ def new_key(gw: Gateway, **limits: Any) -> str:
     return str(body["secret"])
 
 
-def limits_up(gw: Gateway) -> float:
+def metric(gw: Gateway, name: str) -> float:
     _, text = http(gw, "/metrics")
-    line = next(x for x in text.splitlines() if x.startswith("meridian_limits_store_up "))
+    line = next(x for x in text.splitlines() if x.startswith(name + " "))
     return float(line.split()[1])
+
+
+def limits_up(gw: Gateway) -> float:
+    return metric(gw, "meridian_limits_store_up")
 
 
 def poll(condition: Callable[[], bool], what: str, bound_s: float = 60) -> None:
@@ -106,20 +110,22 @@ def poll(condition: Callable[[], bool], what: str, bound_s: float = 60) -> None:
 def test_open_admits_under_the_replicas_own_limits_and_recovers(
     start: Callable[[str], Gateway], redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="meridian.limits")
     gw = start("open")
     key = new_key(gw, rpm=3)
     assert chat(gw, key)[0] == 200  # counted in Redis
     assert http(gw, "/ready")[1]["limits"]["ok"] is True
     assert limits_up(gw) == 1
+    assert metric(gw, "meridian_limits_store_errors_total") == 0
     redis.kill()
-    with caplog.at_level(logging.WARNING, logger="meridian.limits"):
-        # This replica alone now: its own fresh window of 3.
-        assert [chat(gw, key)[0] for _ in range(4)] == [200, 200, 200, 429]
+    # This replica alone now: its own fresh window of 3.
+    assert [chat(gw, key)[0] for _ in range(4)] == [200, 200, 200, 429]
     status, ready = http(gw, "/ready")
     assert status == 200 and ready["status"] == "degraded"
     assert ready["limits"]["ok"] is False and ready["limits"]["on_store_error"] == "open"
     assert ready["limits"]["error"]
     assert limits_up(gw) == 0
+    assert metric(gw, "meridian_limits_store_errors_total") >= 1
     warned = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(warned) == 1 and "admitting under this process's own limits" in warned[0]
     assert PASSWORD not in caplog.text and PASSWORD not in json.dumps(ready)
@@ -127,6 +133,7 @@ def test_open_admits_under_the_replicas_own_limits_and_recovers(
     poll(lambda: http(gw, "/ready")[1]["status"] == "ready", "/ready sees Redis again")
     assert limits_up(gw) == 1
     assert [chat(gw, key)[0] for _ in range(4)] == [200, 200, 200, 429]
+    assert sum("answers again" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_closed_refuses_limited_keys_with_a_503_on_both_apis(

@@ -283,3 +283,28 @@ async def test_a_redis_that_lost_its_data_reads_the_month_from_the_ledger_again(
         assert e.value.code == "request_too_large" and "has 10 tokens left" in e.value.message
     finally:
         await limiter.aclose()
+
+
+async def test_every_key_in_redis_expires(
+    keys: KeyStore, clock: Clock, redis_server: Any, redis_url: str
+) -> None:
+    from meridian.limits_redis import connect
+    from meridian.limits_shared import SharedLimiter
+
+    p = principal(keys, "k", rpm=5, tpm=1000, budget_tokens_month=10**6)
+    limiter = SharedLimiter(
+        keys, connect(redis_url, timeout_s=5), where="test", on_error="closed", hold_s=630
+    )
+    try:
+        limiter.settle(p, await limiter.admit(p, "m", tokens=10), Usage(output_tokens=5))
+        await limiter.admit(p, "m", tokens=10)  # one in flight
+        await limiter.drain()
+    finally:
+        await limiter.aclose()
+    ttl = {
+        name: int(redis_server.command("TTL", f"meridian:{{k{p.key_id}}}:{name}")[1:])
+        for name in ("st", "req", "tok", "fly", "m202603")
+    }
+    assert all(0 < ttl[n] <= 630 + 120 for n in ("st", "req", "tok", "fly")), ttl
+    # A day after the month: APRIL - T0 is 16.5 days.
+    assert APRIL - T0 + 86400 - 60 <= ttl["m202603"] <= APRIL - T0 + 86400, ttl
