@@ -1,8 +1,8 @@
-"""Redis gone, hung and back, under ``limits.on_store_error``: ``open`` admits under the
-replica's own limits, ``closed`` refuses limited keys with a 503 in the caller's format;
-either way ``/ready``, the metrics and one log line say so, and Redis coming back is used
-again without a restart. Each test has a Redis of its own, with a password the log must not
-show."""
+"""Redis gone, hung and back, under two replicas and ``limits.on_store_error``: ``open``
+admits under each replica's own limits, ``closed`` refuses limited keys with a 503 in the
+caller's format; either way ``/ready``, the metrics and one log line say so, and Redis coming
+back is used again without a restart. Each test has a Redis of its own, with a password the
+log must not show."""
 
 from __future__ import annotations
 
@@ -111,15 +111,16 @@ def test_open_admits_under_the_replicas_own_limits_and_recovers(
     start: Callable[[str], Gateway], redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="meridian.limits")
-    gw = start("open")
+    gw, other = start("open"), start("open")
     key = new_key(gw, rpm=3)
     assert chat(gw, key)[0] == 200  # counted in Redis
     assert http(gw, "/ready")[1]["limits"]["ok"] is True
     assert limits_up(gw) == 1
     assert metric(gw, "meridian_limits_store_errors_total") == 0
     redis.kill()
-    # This replica alone now: its own fresh window of 3.
+    # Each replica alone now, with its own fresh window of 3: together, twice the limit.
     assert [chat(gw, key)[0] for _ in range(4)] == [200, 200, 200, 429]
+    assert [chat(other, key)[0] for _ in range(4)] == [200, 200, 200, 429]
     status, ready = http(gw, "/ready")
     assert status == 200 and ready["status"] == "degraded"
     assert ready["limits"]["ok"] is False and ready["limits"]["on_store_error"] == "open"
@@ -127,35 +128,41 @@ def test_open_admits_under_the_replicas_own_limits_and_recovers(
     assert limits_up(gw) == 0
     assert metric(gw, "meridian_limits_store_errors_total") >= 1
     warned = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
-    assert len(warned) == 1 and "admitting under this process's own limits" in warned[0]
+    assert len(warned) == 2  # once per replica
+    assert all("admitting under this process's own limits" in w for w in warned)
     assert PASSWORD not in caplog.text and PASSWORD not in json.dumps(ready)
     redis.start()  # empty: the window starts afresh
     poll(lambda: http(gw, "/ready")[1]["status"] == "ready", "/ready sees Redis again")
     assert limits_up(gw) == 1
     assert [chat(gw, key)[0] for _ in range(4)] == [200, 200, 200, 429]
     assert sum("answers again" in r.getMessage() for r in caplog.records) == 1
+    # The other replica comes back too, and counts against the same shared window.
+    poll(lambda: http(other, "/ready")[1]["status"] == "ready", "the other replica too")
+    assert chat(other, key)[0] == 429
 
 
 def test_closed_refuses_limited_keys_with_a_503_on_both_apis(
     start: Callable[[str], Gateway], redis: RedisServer
 ) -> None:
-    gw = start("closed")
+    gw, other = start("closed"), start("closed")
     key = new_key(gw, tpm=100_000)
     assert chat(gw, key)[0] == 200
     redis.kill()
-    status, body = chat(gw, key)
-    assert status == 503
-    assert "limits store (Redis) does not answer" in body["error"]["message"]
-    status, body = message(gw, key)
-    assert status == 503 and body["type"] == "error"
-    assert body["error"]["type"] == "api_error"
-    assert "limits.on_store_error is closed" in body["error"]["message"]
+    for replica in (gw, other):
+        status, body = chat(replica, key)
+        assert status == 503
+        assert "limits store (Redis) does not answer" in body["error"]["message"]
+        status, body = message(replica, key)
+        assert status == 503 and body["type"] == "error"
+        assert body["error"]["type"] == "api_error"
+        assert "limits.on_store_error is closed" in body["error"]["message"]
     # A key without limits and the master key need no store.
     assert chat(gw, new_key(gw))[0] == 200
     assert chat(gw, MASTER_KEY)[0] == 200
     assert http(gw, "/ready")[1]["status"] == "degraded"
     redis.start()
     poll(lambda: chat(gw, key)[0] == 200, "limited calls are admitted again")
+    poll(lambda: chat(other, key)[0] == 200, "on the other replica too")
 
 
 def test_a_hung_redis_does_not_hang_calls(
