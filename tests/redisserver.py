@@ -50,7 +50,8 @@ class RedisServer:
         return self.command("PING") == "+PONG"
 
     def command(self, *words: str) -> str:
-        """One command over a raw socket (no client library): its first reply line."""
+        """One command over a raw socket (no client library): a bulk string's value, or the
+        first line of any other reply (``+OK``, ``:42``)."""
         try:
             with socket.socket(socket.AF_UNIX) as sock:
                 sock.settimeout(5)
@@ -59,7 +60,9 @@ class RedisServer:
                     sock.sendall(_encode("AUTH", self.password))
                     sock.recv(65536)
                 sock.sendall(_encode(*words))
-                return sock.recv(65536).decode().split("\r\n", 1)[0]
+                lines = sock.recv(65536).decode().split("\r\n")
+                # A bulk string: its value; anything else: the reply's first line.
+                return lines[1] if lines[0].startswith("$") and lines[0] != "$-1" else lines[0]
         except OSError:
             return ""
 

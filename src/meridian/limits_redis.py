@@ -32,7 +32,7 @@ from redis.backoff import NoBackoff
 
 from meridian.auth import Principal
 from meridian.keys import next_month_start
-from meridian.limits_scripts import ADMIT, SETTLE
+from meridian.limits_scripts import ADMIT, RELEASE, SETTLE
 
 # Keys outlive the last reservation they hold by this much, then Redis drops them.
 _KEEP_S = 120
@@ -96,6 +96,7 @@ class RedisLimits:
         self._prefix = prefix
         self._admit = client.register_script(ADMIT)
         self._settle = client.register_script(SETTLE)
+        self._release = client.register_script(RELEASE)
 
     def _keys(self, key_id: int, month: str) -> list[str]:
         base = f"{self._prefix}:{{k{key_id}}}:"
@@ -133,7 +134,11 @@ class RedisLimits:
             "" if seed is None else str(seed[0]),
             "" if seed is None else repr(seed[1]),
         ]
-        out = await self._run(self._admit, self._keys(principal.key_id, month), args)
+        keys = self._keys(principal.key_id, month)
+        keys.append(self._mark(principal.key_id, member))
+        out = await self._run(self._admit, keys, args)
+        if out[0] == -2:
+            raise StoreUnavailable("this admission was abandoned")
         if out[0] == -1:
             return None
         ok, version, nreq, first, last, tokw, tlast, rtok, rusd, par, utok, uusd = out[:12]
@@ -174,7 +179,8 @@ class RedisLimits:
         hold_s: float,
         seen: Snapshot | None = None,
     ) -> Snapshot | None:
-        """Settle, and return ``seen`` brought up to date with the key's state after it."""
+        """Settle (once: sent again, it does nothing), and return ``seen`` brought up to
+        date with the key's state after it."""
         keys = self._keys(key_id, month)
         args = [
             f"{member}",
@@ -185,8 +191,9 @@ class RedisLimits:
             "1" if count_tokens else "0",
             str(int(hold_s) + _KEEP_S),
         ]
-        out = await self._run(self._settle, [keys[0], keys[2], keys[3], keys[4]], args)
-        if seen is None:
+        keys = [keys[0], keys[2], keys[3], keys[4], self._mark(key_id, args[1])]
+        out = await self._run(self._settle, keys, args)
+        if seen is None or out[0] == -2:
             return None
         version, rtok, rusd, par, tokw, tlast = out
         return replace(
@@ -200,6 +207,18 @@ class RedisLimits:
             used_tokens=seen.used_tokens + tokens,
             used_usd=seen.used_usd + usd,
         )
+
+    async def release(self, key_id: int, reservation: str, hold_s: float) -> bool:
+        """Abandon an admission whose answer never came: whether it ran or will run, it
+        holds nothing. True if it had reserved."""
+        base = f"{self._prefix}:{{k{key_id}}}:"
+        ident = reservation.split(":", 1)[0]
+        keys = [base + "st", base + "fly", self._mark(key_id, ident)]
+        out = await self._run(self._release, keys, [reservation, str(int(hold_s) + _KEEP_S)])
+        return bool(out)
+
+    def _mark(self, key_id: int, ident: str) -> str:
+        return f"{self._prefix}:{{k{key_id}}}:x:{ident}"
 
     async def ping(self) -> None:
         await self._run(None, [], [])

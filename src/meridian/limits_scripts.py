@@ -32,7 +32,10 @@ redis.call('ZREMRANGEBYSCORE', req, '-inf', horizon)
 # ARGV: now, id, tokens, usd, rpm, tpm, max_parallel, budget tokens, budget usd (-1: none),
 # hold_s, keep_s, month_ttl_s, seed tokens, seed usd ('' : no seed).
 ADMIT = (
-    _PRUNE
+    """
+if redis.call('EXISTS', KEYS[6]) == 1 then return {-2} end
+"""
+    + _PRUNE
     + """
 local mon = KEYS[5]
 local tokens, usd = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -87,10 +90,12 @@ return out
 """
 )
 
-# ARGV: the reservation (id:tokens:usd), id, tokens used, usd used, now, count tokens (1/0),
-# keep_s.
+# KEYS: st, tok, fly, month, the id's mark. ARGV: the reservation (id:tokens:usd), id,
+# tokens used, usd used, now, count tokens (1/0), keep_s.
 SETTLE = """
 local st, tok, fly, mon = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- Once per call, however often a settle whose answer was lost is sent again.
+if not redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[7]) then return {-2} end
 if redis.call('ZREM', fly, ARGV[1]) == 1 then
   local t, u = string.match(ARGV[1], '^[^:]+:([^:]+):(.+)$')
   if redis.call('HINCRBY', st, 'par', -1) <= 0 then
@@ -114,4 +119,22 @@ local s = redis.call('HMGET', st, 'rtok', 'rusd', 'par', 'tokw')
 local tlast = redis.call('ZRANGE', tok, -1, -1, 'WITHSCORES')
 return {redis.call('HINCRBY', st, 'v', 1), tonumber(s[1]) or 0, s[2] or '0', tonumber(s[3]) or 0,
   math.max(0, tonumber(s[4]) or 0), tlast[2] or ''}
+"""
+
+# An admission whose caller gave up waiting (a timeout) may still run later: RELEASE marks
+# its id abandoned (ADMIT then does nothing) and frees its reservation if it was made.
+# KEYS: st, fly, the id's mark. ARGV: the reservation (id:tokens:usd), keep_s.
+RELEASE = """
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
+  local t, u = string.match(ARGV[1], '^[^:]+:([^:]+):(.+)$')
+  if redis.call('HINCRBY', KEYS[1], 'par', -1) <= 0 then
+    redis.call('HSET', KEYS[1], 'par', 0, 'rtok', 0, 'rusd', 0)
+  else
+    redis.call('HINCRBY', KEYS[1], 'rtok', 0 - tonumber(t))
+    redis.call('HINCRBYFLOAT', KEYS[1], 'rusd', 0 - tonumber(u))
+  end
+  return 1
+end
+return 0
 """

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -39,6 +39,8 @@ log = logging.getLogger("meridian.limits")
 
 # After a failure, Redis is not tried again for this long.
 RETRY_S = 1.0
+# Settles and releases kept for Redis's return; beyond this, reservations simply expire.
+MAX_UNSENT = 10_000
 
 
 @dataclass(slots=True)
@@ -85,6 +87,10 @@ class SharedLimiter:
         self._seeded: dict[int, str] = {}  # key id -> the month this process seeded
         self._snapshots: dict[int, Snapshot] = {}
         self._reading: dict[int, asyncio.Future[tuple[int, float]]] = {}
+        # What failed and must reach Redis when it is back: settles, and the release of
+        # admissions that failed (a timed-out one may still run and reserve).
+        self._unsent: list[Callable[[], Awaitable[object]]] = []
+        self._sending: asyncio.Task[None] | None = None
         self._settling: dict[int, set[asyncio.Task[None]]] = {}
 
     async def admit(
@@ -113,6 +119,8 @@ class SharedLimiter:
                 raise StoreUnavailable("the month's counters vanished twice")
         except StoreUnavailable as exc:
             self._failed(str(exc))
+            reservation = f"{member}:{tokens}:{usd!r}"
+            self._later(lambda: self._store.release(key_id, reservation, self._hold_s))
             return await self._fallback(principal, alias, tokens, usd)
         self._recovered()
         now, (ok, snapshot) = seen
@@ -183,10 +191,12 @@ class SharedLimiter:
     async def _settle(
         self, principal: Principal, ticket: SharedTicket, usage: Usage, now: float
     ) -> None:
-        assert ticket.key_id is not None
-        try:
-            seen = await self._store.settle(
-                ticket.key_id,
+        key_id = ticket.key_id
+        assert key_id is not None
+
+        def send(seen: Snapshot | None = None) -> Awaitable[Snapshot | None]:
+            return self._store.settle(
+                key_id,
                 ticket.member,
                 now,
                 used_tokens(usage),
@@ -194,14 +204,17 @@ class SharedLimiter:
                 month=ticket.month,
                 count_tokens=principal.tpm is not None,
                 hold_s=self._hold_s,
-                seen=self._snapshots.get(ticket.key_id),
+                seen=seen,
             )
+
+        try:
+            seen = await send(self._snapshots.get(key_id))
             if seen is not None:
-                self._keep(ticket.key_id, seen)
+                self._keep(key_id, seen)
         except StoreUnavailable as exc:
-            # The reservation expires at its hold; the month counter catches up from the
-            # ledger when Redis is back.
+            # Sent again when Redis is back (it may have run: the script counts it once).
             self._failed(str(exc))
+            self._later(send)
 
     def _keep(self, key_id: int, snapshot: Snapshot) -> None:
         kept = self._snapshots.get(key_id)
@@ -267,6 +280,22 @@ class SharedLimiter:
         self._local = None
         self._seeded.clear()  # raise the month counters to the ledger's, outage included
         log.warning("limits store %s answers again; limits are shared again", self.where)
+        if self._unsent and self._sending is None:
+            self._sending = asyncio.get_running_loop().create_task(self._send_unsent())
+
+    def _later(self, send: Callable[[], Awaitable[object]]) -> None:
+        if len(self._unsent) < MAX_UNSENT:
+            self._unsent.append(send)
+
+    async def _send_unsent(self) -> None:
+        try:
+            while self._unsent:
+                await self._unsent[0]()
+                self._unsent.pop(0)
+        except StoreUnavailable as exc:
+            self._failed(str(exc))  # the rest wait for the next recovery
+        finally:
+            self._sending = None
 
     async def drain(self, timeout_s: float = 5) -> None:
         """Wait for the settles sent so far."""
@@ -276,4 +305,6 @@ class SharedLimiter:
 
     async def aclose(self) -> None:
         await self.drain()
+        if self._sending is not None:
+            await asyncio.wait([self._sending], timeout=5)
         await self._store.aclose()

@@ -308,3 +308,27 @@ async def test_every_key_in_redis_expires(
     assert all(0 < ttl[n] <= 630 + 120 for n in ("st", "req", "tok", "fly")), ttl
     # A day after the month: APRIL - T0 is 16.5 days.
     assert APRIL - T0 + 86400 - 60 <= ttl["m202603"] <= APRIL - T0 + 86400, ttl
+
+
+async def test_a_settle_sent_again_counts_once_and_a_released_admission_reserves_nothing(
+    keys: KeyStore, clock: Clock, redis_server: Any, redis_url: str
+) -> None:
+    """What a replica does after Redis timed out: send the settle again (it may have run),
+    release an admission whose answer it never got (it may run later)."""
+    from meridian.limits_redis import StoreUnavailable, connect
+
+    p = principal(keys, "k", max_parallel=5, budget_tokens_month=1000)
+    store = connect(redis_url, timeout_s=5)
+    args: dict[str, Any] = {"month": "202603", "hold_s": 600}
+    try:
+        assert await store.admit(p, "a", T0, 10, 0.0, seed=(0, 0.0), **args)
+        for _ in range(2):
+            await store.settle(p.key_id or 0, "a:10:0.0", T0, 7, 0.0, count_tokens=False, **args)
+        assert redis_server.command("HGET", f"meridian:{{k{p.key_id}}}:m202603", "tok") == "7"
+        assert await store.release(p.key_id or 0, "b:10:0.0", 600) is False  # before it ran
+        with pytest.raises(StoreUnavailable, match="abandoned"):
+            await store.admit(p, "b", T0, 10, 0.0, seed=None, **args)
+        seen = await store.admit(p, "c", T0, 10, 0.0, seed=None, **args)
+        assert seen is not None and seen[1].parallel == 1 and seen[1].used_tokens == 7
+    finally:
+        await store.aclose()
