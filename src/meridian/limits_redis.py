@@ -12,6 +12,8 @@ Keys of one client key (``{k7}`` is a hash tag: one Cluster slot per client key)
     meridian:{k7}:tok      zset: settled ``id:tokens`` of the last 60 s (tpm)
     meridian:{k7}:fly      zset: reservations ``id:tokens:usd`` scored by when they expire
     meridian:{k7}:m202603  hash: tok, usd used this month, seeded from the ledger
+    meridian:{k7}:x:ID     a call settled or abandoned: its settle counts once, and a late
+                           admission of an abandoned call reserves nothing
 
 A reservation expires at admission + ``hold_s`` (the call's deadline plus a margin): a
 replica killed mid-call cannot hold a key's tokens or parallel slots for longer than that.
