@@ -1,4 +1,5 @@
 """Fixtures shared by every test suite. Keep this file small: one fixture, one purpose.
+The real servers a test needs (Redis) are started here once per session.
 
 ``tests/`` is on ``sys.path`` (pytest's rootdir-less ``prepend`` import mode puts this
 file's directory there), so test modules import the fakes as ``from fakes import ...``.
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from fakes import FakeAnthropic, FakeOpenAI
+from redisserver import RedisServer
 
 
 @pytest.fixture
@@ -25,3 +27,18 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
     """A loopback Anthropic Messages server; configure ``base_url=fake_anthropic.url``."""
     with FakeAnthropic() as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests that kill theirs start their own."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    assert redis_server.command("FLUSHALL") == "+OK"
+    return redis_server.url

@@ -132,6 +132,8 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
                 stack.callback(runtime.store.close)
             for closer in runtime.closers:
                 stack.push_async_callback(closer)
+            for starter in runtime.starters:
+                await starter()
             # Observers close after providers (LIFO): in-flight calls finish recording first.
             for observer in gw.observers:
                 await observer.start()

@@ -64,7 +64,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     try:
         masterkey.ensure(settings)  # the one place a missing key file is generated (logged)
         server.serve(settings)
-    except StoreError as exc:
+    except (StoreError, ConfigError) as exc:
         print(f"meridian: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

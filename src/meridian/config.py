@@ -115,6 +115,31 @@ class StorageConfig(_Model):
         return value.expanduser()
 
 
+class LimitsConfig(_Model):
+    """Where per-key limits and deployment cooldowns are kept (docs/scaling.md)."""
+
+    # Unset: in this process's memory. ``redis://[:password@]host:port/db``, ``rediss://``
+    # or ``unix:///path?db=N``: in Redis, shared by every replica that names the same one.
+    redis_url: SecretStr | None = None
+    # Redis unreachable: ``open`` admits calls under this process's own in-memory limits,
+    # ``closed`` refuses calls of limited keys with a 503 until Redis answers again.
+    on_store_error: Literal["open", "closed"] = "open"
+    # The most one Redis command may take before it counts as a failure (a busy event loop
+    # counts too: keep it well above Redis's own latency).
+    timeout_s: float = Field(default=1.0, gt=0, le=30)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = urlsplit(value.get_secret_value()).scheme
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError(
+                    "expected redis://host:port/db, rediss://host:port/db or unix:///path"
+                )
+        return value
+
+
 class Timeouts(_Model):
     """Per provider. The call's own deadline (``server.request_timeout_s``, split across
     fallbacks by the router) bounds all of these too."""
@@ -274,6 +299,7 @@ class Settings(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, DeploymentConfig | list[DeploymentConfig] | AliasConfig] = Field(
         default_factory=dict

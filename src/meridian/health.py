@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from meridian.config import Cooldown
 from meridian.errors import MeridianError
@@ -50,6 +50,8 @@ class DeploymentState:
     last_message: str | None = None
     # The upstream refused with a rate limit and said until when (a reset time).
     limited: bool = False
+    # Cooled down by another replica (shared cooldowns), not by a failure seen here.
+    remote: bool = False
 
     def state_at(self, now: float) -> State:
         if now < self.open_until:
@@ -69,10 +71,18 @@ class DeploymentState:
         }
 
 
+class Listener(Protocol):
+    """Hears of cooldowns this process decided (`meridian.cooldowns` shares them)."""
+
+    def opened(self, st: DeploymentState) -> None: ...
+    def closed(self, provider: str, model: str) -> None: ...
+
+
 class Health:
     def __init__(self, policy: Cooldown, clock: Callable[[], float] = time.time) -> None:
         self.policy = policy
         self.clock = clock
+        self.listener: Listener | None = None
         # Deployments that failed lately; empty (and cheap to test) while all is well.
         self.tracked: dict[Key, DeploymentState] = {}
         self._states = self.tracked
@@ -103,7 +113,26 @@ class Health:
             st.probing = False
 
     def succeeded(self, provider: str, model: str) -> None:
-        self._states.pop((provider, model), None)
+        st = self._states.pop((provider, model), None)
+        if st is not None and not st.remote and self.listener is not None:
+            self.listener.closed(provider, model)
+
+    def adopt(self, provider: str, model: str, open_until: float) -> None:
+        """Another replica opened this deployment's circuit until ``open_until``: skip it
+        until then too (then it is simply available: this process saw no failure)."""
+        st = self._states.get((provider, model))
+        if st is None:
+            if len(self._states) >= _MAX_TRACKED:
+                self._forget_closed()
+            st = self._states[(provider, model)] = DeploymentState(provider, model, remote=True)
+            st.last_error = "cooled down by another replica"
+        st.open_until = max(st.open_until, open_until)
+
+    def drop_remote(self, keep: set[Key]) -> None:
+        """Cooldowns adopted from other replicas and no longer shared (the deployment
+        recovered there): forget them."""
+        for key in [k for k, st in self._states.items() if st.remote and k not in keep]:
+            del self._states[key]
 
     def failed(self, provider: str, model: str, err: MeridianError) -> None:
         if err.kind not in _UNWELL or (err.kind == "api_error" and err.status < 500):
@@ -115,6 +144,8 @@ class Health:
                 self._forget_closed()
             st = self._states[(provider, model)] = DeploymentState(provider, model)
         now = self.clock()
+        before = st.open_until
+        st.remote = False
         st.failures += 1
         st.last_error, st.last_message = err.kind, err.message
         reset = err.retry_after if err.kind in ("rate_limit", "overloaded") else None
@@ -128,6 +159,8 @@ class Health:
             st.open_until, st.limited = now + st.cooldown_s, False
         if reset is not None and reset > 0 and now + reset > st.open_until:
             st.open_until, st.limited = now + reset, err.kind == "rate_limit"
+        if st.open_until > before and self.listener is not None:
+            self.listener.opened(st)
 
     def forget(self, provider: str) -> None:
         """A provider whose configuration changed (reload): its history no longer applies."""

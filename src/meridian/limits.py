@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from meridian.auth import Principal
 from meridian.errors import RateLimited
@@ -47,6 +48,34 @@ class Ticket:
     tokens: int = 0
     usd: float = 0.0
     settled: bool = False
+
+
+class KeyView(Protocol):
+    """What the checks and headers read of a key's state: `_KeyState` here, a snapshot of
+    the shared state in `meridian.limits_redis`."""
+
+    @property
+    def requests(self) -> Sequence[float]: ...  # admitted in the window, oldest first
+    @property
+    def tokens(self) -> Sequence[tuple[float, int]]: ...  # settled (time, tokens), oldest first
+    @property
+    def tokens_in_window(self) -> int: ...
+    @property
+    def reserved_tokens(self) -> int: ...
+    @property
+    def reserved_usd(self) -> float: ...
+    @property
+    def parallel(self) -> int: ...
+    @property
+    def month_end(self) -> float: ...
+    @property
+    def budget_tokens(self) -> int | None: ...
+    @property
+    def budget_usd(self) -> float | None: ...
+    @property
+    def used_tokens(self) -> int: ...
+    @property
+    def used_usd(self) -> float: ...
 
 
 @dataclass(slots=True)
@@ -101,25 +130,8 @@ class Limiter:
             now = self._clock()
         # From here to the reservation there is no await: concurrent admissions see each
         # other's reservations.
-        self._check_budgets(principal, state, now, tokens, usd)
         self._prune(state, now)
-        if principal.max_parallel is not None and state.parallel >= principal.max_parallel:
-            raise RateLimited(
-                f"key {principal.name!r} already has {state.parallel} calls in flight, its "
-                f"limit (max_parallel {principal.max_parallel}); retry when one has finished",
-                retry_after=IN_FLIGHT_RETRY_S,
-                headers=self._headers(principal, state, now),
-            )
-        if principal.rpm is not None and len(state.requests) >= principal.rpm:
-            wait = state.requests[0] + WINDOW_S - now
-            raise RateLimited(
-                f"key {principal.name!r} is over its limit of {principal.rpm} requests per "
-                f"minute; retry in {math.ceil(wait)} s",
-                retry_after=wait,
-                headers=self._headers(principal, state, now),
-            )
-        if principal.tpm is not None:
-            self._check_tpm(principal, state, now, tokens)
+        refuse(principal, state, now, tokens, usd)
         if principal.rpm is not None:
             # Without an rpm limit (limits never change for a key) there is nothing to count;
             # a busy key would otherwise keep a minute of timestamps, ~270k at 4,500 req/s.
@@ -156,7 +168,7 @@ class Limiter:
         state = self._state(principal.key_id)
         now = self._clock()
         self._prune(state, now)
-        return self._headers(principal, state, now)
+        return headers(principal, state, now)
 
     def _state(self, key_id: int) -> _KeyState:
         state = self._states.get(key_id)
@@ -176,110 +188,6 @@ class Limiter:
                 state.used_usd = info.usd_month
             state.month_begin, state.month_end = month_start(now), next_month_start(now)
 
-    def _check_budgets(
-        self, principal: Principal, state: _KeyState, now: float, tokens: int, usd: float
-    ) -> None:
-        resets = f"it resets on {human_time(state.month_end)}"
-        budget, used = state.budget_tokens, state.used_tokens
-        if budget is not None:
-            if used >= budget:
-                self._exhausted(
-                    principal,
-                    state,
-                    now,
-                    f"has exhausted its monthly token budget: {used:,} of {budget:,} tokens "
-                    f"used this month; {resets}",
-                )
-            if used + tokens > budget:
-                self._exhausted(
-                    principal,
-                    state,
-                    now,
-                    f"has {budget - used:,} tokens left of its monthly budget, and this request "
-                    f"may use up to {tokens:,} (its input, estimated, plus max_tokens): lower "
-                    f"max_tokens or wait until the budget resets; {resets}",
-                    code="request_too_large",
-                )
-            if used + state.reserved_tokens + tokens > budget:
-                self._busy(principal, state, now, "its monthly token budget")
-        cap, spent = state.budget_usd, state.used_usd
-        if cap is not None:
-            if spent >= cap:
-                self._exhausted(
-                    principal,
-                    state,
-                    now,
-                    f"has exhausted its monthly USD budget: ${spent:,.2f} of ${cap:,.2f} used "
-                    f"this month; {resets}",
-                )
-            if spent + usd > cap:
-                self._exhausted(
-                    principal,
-                    state,
-                    now,
-                    f"has ${cap - spent:,.4f} left of its monthly USD budget, and this request "
-                    f"may cost up to ${usd:,.4f}: lower max_tokens or wait until the budget "
-                    f"resets; {resets}",
-                    code="request_too_large",
-                )
-            if spent + state.reserved_usd + usd > cap:
-                self._busy(principal, state, now, "its monthly USD budget")
-
-    def _exhausted(
-        self,
-        principal: Principal,
-        state: _KeyState,
-        now: float,
-        what: str,
-        code: str = "insufficient_quota",
-    ) -> None:
-        raise RateLimited(
-            f"key {principal.name!r} {what}",
-            retry_after=state.month_end - now,
-            should_retry=False,
-            code=code,
-        )
-
-    def _busy(self, principal: Principal, state: _KeyState, now: float, what: str) -> None:
-        raise RateLimited(
-            f"key {principal.name!r}: the {state.parallel} calls it has in flight hold the rest "
-            f"of {what}; retry when they have finished",
-            retry_after=IN_FLIGHT_RETRY_S,
-            headers=self._headers(principal, state, now),
-        )
-
-    def _check_tpm(self, principal: Principal, state: _KeyState, now: float, tokens: int) -> None:
-        tpm = principal.tpm
-        assert tpm is not None
-        if tokens > tpm:
-            raise RateLimited(
-                f"key {principal.name!r}: this request may use up to {tokens:,} tokens (its "
-                f"input, estimated, plus max_tokens), more than the key's limit of {tpm:,} "
-                "tokens per minute: lower max_tokens",
-                should_retry=False,
-                code="request_too_large",
-                headers=self._headers(principal, state, now),
-            )
-        taken = state.tokens_in_window + state.reserved_tokens
-        if taken + tokens <= tpm:
-            return
-        if state.tokens_in_window + tokens <= tpm:
-            self._busy(principal, state, now, "its tokens-per-minute limit")
-        # Wait until enough settled tokens leave the window.
-        excess, wait = taken + tokens - tpm, IN_FLIGHT_RETRY_S
-        for ts, n in state.tokens:
-            excess -= n
-            wait = ts + WINDOW_S - now
-            if excess <= 0:
-                break
-        raise RateLimited(
-            f"key {principal.name!r} is over its limit of {tpm:,} tokens per minute "
-            f"({state.tokens_in_window:,} used in the last minute, {state.reserved_tokens:,} "
-            f"reserved by calls in flight, {tokens:,} asked); retry in {math.ceil(wait)} s",
-            retry_after=max(wait, IN_FLIGHT_RETRY_S),
-            headers=self._headers(principal, state, now),
-        )
-
     @staticmethod
     def _prune(state: _KeyState, now: float) -> None:
         horizon = now - WINDOW_S
@@ -289,22 +197,150 @@ class Limiter:
         while tokens and tokens[0][0] <= horizon:
             state.tokens_in_window -= tokens.popleft()[1]
 
-    @staticmethod
-    def _headers(principal: Principal, state: _KeyState, now: float) -> dict[str, str]:
-        # "reset" is when the window is empty again, as OpenAI documents it.
-        headers: dict[str, str] = {}
-        if principal.rpm is not None:
-            headers["x-ratelimit-limit-requests"] = str(principal.rpm)
-            headers["x-ratelimit-remaining-requests"] = str(
-                max(0, principal.rpm - len(state.requests))
+
+def refuse(principal: Principal, state: KeyView, now: float, tokens: int, usd: float) -> None:
+    """Raise the `RateLimited` a call estimated at ``tokens`` and ``usd`` gets from a key in
+    ``state`` (its windows pruned to ``now``); return if it fits every limit."""
+    _check_budgets(principal, state, now, tokens, usd)
+    if principal.max_parallel is not None and state.parallel >= principal.max_parallel:
+        raise RateLimited(
+            f"key {principal.name!r} already has {state.parallel} calls in flight, its "
+            f"limit (max_parallel {principal.max_parallel}); retry when one has finished",
+            retry_after=IN_FLIGHT_RETRY_S,
+            headers=headers(principal, state, now),
+        )
+    if principal.rpm is not None and len(state.requests) >= principal.rpm:
+        wait = state.requests[0] + WINDOW_S - now
+        raise RateLimited(
+            f"key {principal.name!r} is over its limit of {principal.rpm} requests per "
+            f"minute; retry in {math.ceil(wait)} s",
+            retry_after=wait,
+            headers=headers(principal, state, now),
+        )
+    if principal.tpm is not None:
+        _check_tpm(principal, state, now, tokens)
+
+
+def _check_budgets(
+    principal: Principal, state: KeyView, now: float, tokens: int, usd: float
+) -> None:
+    resets = f"it resets on {human_time(state.month_end)}"
+    budget, used = state.budget_tokens, state.used_tokens
+    if budget is not None:
+        if used >= budget:
+            _exhausted(
+                principal,
+                state,
+                now,
+                f"has exhausted its monthly token budget: {used:,} of {budget:,} tokens "
+                f"used this month; {resets}",
             )
-            reset = state.requests[-1] + WINDOW_S - now if state.requests else 0.0
-            headers["x-ratelimit-reset-requests"] = _duration(reset)
-        if principal.tpm is not None:
-            headers["x-ratelimit-limit-tokens"] = str(principal.tpm)
-            headers["x-ratelimit-remaining-tokens"] = str(
-                max(0, principal.tpm - state.tokens_in_window - state.reserved_tokens)
+        if used + tokens > budget:
+            _exhausted(
+                principal,
+                state,
+                now,
+                f"has {budget - used:,} tokens left of its monthly budget, and this request "
+                f"may use up to {tokens:,} (its input, estimated, plus max_tokens): lower "
+                f"max_tokens or wait until the budget resets; {resets}",
+                code="request_too_large",
             )
-            reset = state.tokens[-1][0] + WINDOW_S - now if state.tokens else 0.0
-            headers["x-ratelimit-reset-tokens"] = _duration(reset)
-        return headers
+        if used + state.reserved_tokens + tokens > budget:
+            _busy(principal, state, now, "its monthly token budget")
+    cap, spent = state.budget_usd, state.used_usd
+    if cap is not None:
+        if spent >= cap:
+            _exhausted(
+                principal,
+                state,
+                now,
+                f"has exhausted its monthly USD budget: ${spent:,.2f} of ${cap:,.2f} used "
+                f"this month; {resets}",
+            )
+        if spent + usd > cap:
+            _exhausted(
+                principal,
+                state,
+                now,
+                f"has ${cap - spent:,.4f} left of its monthly USD budget, and this request "
+                f"may cost up to ${usd:,.4f}: lower max_tokens or wait until the budget "
+                f"resets; {resets}",
+                code="request_too_large",
+            )
+        if spent + state.reserved_usd + usd > cap:
+            _busy(principal, state, now, "its monthly USD budget")
+
+
+def _exhausted(
+    principal: Principal,
+    state: KeyView,
+    now: float,
+    what: str,
+    code: str = "insufficient_quota",
+) -> None:
+    raise RateLimited(
+        f"key {principal.name!r} {what}",
+        retry_after=state.month_end - now,
+        should_retry=False,
+        code=code,
+    )
+
+
+def _busy(principal: Principal, state: KeyView, now: float, what: str) -> None:
+    raise RateLimited(
+        f"key {principal.name!r}: the {state.parallel} calls it has in flight hold the rest "
+        f"of {what}; retry when they have finished",
+        retry_after=IN_FLIGHT_RETRY_S,
+        headers=headers(principal, state, now),
+    )
+
+
+def _check_tpm(principal: Principal, state: KeyView, now: float, tokens: int) -> None:
+    tpm = principal.tpm
+    assert tpm is not None
+    if tokens > tpm:
+        raise RateLimited(
+            f"key {principal.name!r}: this request may use up to {tokens:,} tokens (its "
+            f"input, estimated, plus max_tokens), more than the key's limit of {tpm:,} "
+            "tokens per minute: lower max_tokens",
+            should_retry=False,
+            code="request_too_large",
+            headers=headers(principal, state, now),
+        )
+    taken = state.tokens_in_window + state.reserved_tokens
+    if taken + tokens <= tpm:
+        return
+    if state.tokens_in_window + tokens <= tpm:
+        _busy(principal, state, now, "its tokens-per-minute limit")
+    # Wait until enough settled tokens leave the window.
+    excess, wait = taken + tokens - tpm, IN_FLIGHT_RETRY_S
+    for ts, n in state.tokens:
+        excess -= n
+        wait = ts + WINDOW_S - now
+        if excess <= 0:
+            break
+    raise RateLimited(
+        f"key {principal.name!r} is over its limit of {tpm:,} tokens per minute "
+        f"({state.tokens_in_window:,} used in the last minute, {state.reserved_tokens:,} "
+        f"reserved by calls in flight, {tokens:,} asked); retry in {math.ceil(wait)} s",
+        retry_after=max(wait, IN_FLIGHT_RETRY_S),
+        headers=headers(principal, state, now),
+    )
+
+
+def headers(principal: Principal, state: KeyView, now: float) -> dict[str, str]:
+    # "reset" is when the window is empty again, as OpenAI documents it.
+    headers: dict[str, str] = {}
+    if principal.rpm is not None:
+        headers["x-ratelimit-limit-requests"] = str(principal.rpm)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, principal.rpm - len(state.requests)))
+        reset = state.requests[-1] + WINDOW_S - now if state.requests else 0.0
+        headers["x-ratelimit-reset-requests"] = _duration(reset)
+    if principal.tpm is not None:
+        headers["x-ratelimit-limit-tokens"] = str(principal.tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(
+            max(0, principal.tpm - state.tokens_in_window - state.reserved_tokens)
+        )
+        reset = state.tokens[-1][0] + WINDOW_S - now if state.tokens else 0.0
+        headers["x-ratelimit-reset-tokens"] = _duration(reset)
+    return headers

@@ -57,6 +57,21 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
+def redact_store_url(url: str) -> str:
+    """A Redis or database URL fit for a log line: no user or password, in the authority or
+    in the query (``?password=``)."""
+    url = redact_url(url)
+    base, sep, query = url.partition("?")
+    if not sep:
+        return url
+    # Not urlunsplit: it would turn ``unix:///path`` into ``unix:/path``.
+    return f"{base}?" + "&".join(
+        f"{name}=***" if name.lower() in SECRET_KEYS or name.lower() == "username" else item
+        for item in query.split("&")
+        for name in [item.partition("=")[0]]
+    )
+
+
 def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
     """``text`` with key-shaped substrings and the given ``secrets`` replaced."""
     for secret in secrets:

@@ -44,6 +44,9 @@ class Runtime:
     generated_master_key: str | None = None
     # Run at shutdown after the observers have flushed, before the store closes.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Run at startup, once the store is open (background tasks).
+    starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    limits: Any = None  # meridian.limits_shared.SharedLimiter (limits.redis_url), its health
     reloads: int = 0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -124,8 +127,12 @@ class Runtime:
         store_ok = self.store is None or self.store.is_open
         ledger = self.ledger
         ledger_ok = ledger is None or ledger.healthy
+        limits = self.limits
+        limits_ok = limits is None or await limits.check()
         ready = store_ok and bool(now_ok)
-        status = "ready" if ready and ledger_ok else "degraded" if ready else "not ready"
+        status = (
+            "ready" if ready and ledger_ok and limits_ok else "degraded" if ready else "not ready"
+        )
         now = health.clock() if health is not None else 0.0
         details: dict[str, Any] = {
             "status": status,
@@ -152,6 +159,13 @@ class Runtime:
                 "ok": ledger.healthy,
                 "pending": ledger.pending,
                 "error": ledger.last_error,
+            }
+        if limits is not None:
+            details["limits"] = {
+                "store": limits.where,
+                "ok": limits.up,
+                "on_store_error": limits.on_error,
+                "error": None if limits.up else limits.last_error,
             }
         return ready, details
 

@@ -22,6 +22,7 @@ import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -32,7 +33,7 @@ from meridian import admin, dashboard, generation, logs, masterkey
 from meridian.app import create_app
 from meridian.auth import Authenticator
 from meridian.calls import Gateway
-from meridian.config import Settings
+from meridian.config import ConfigError, Settings
 from meridian.generation import Generations
 from meridian.health import Health
 from meridian.http.protocol import Guard
@@ -44,13 +45,20 @@ from meridian.metrics import Metrics, metrics_route
 from meridian.prices import PriceTable
 from meridian.providers.base import Provider
 from meridian.records import Observer
+from meridian.redact import redact_store_url
 from meridian.runtime import Runtime
 from meridian.store import Store
+
+if TYPE_CHECKING:
+    from meridian.cooldowns import SharedCooldowns
+    from meridian.limits_shared import SharedLimiter
 
 log = logging.getLogger("meridian.server")
 
 # After the grace period: how long streams get to send their error event and close.
 ABORT_GRACE_S = 5.0
+# How long a reservation in Redis outlives the longest call deadline.
+HOLD_MARGIN_S = 10.0
 _STATE_CODES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 
@@ -94,10 +102,13 @@ def assemble(settings: Settings, providers: Mapping[str, Provider] | None = None
     observers: list[Observer] = [request_log, metrics]
     if settings.storage.usage_ledger:
         observers.insert(1, ledger)
+    shared = _shared_limits(settings, keys)
+    cooldowns = _shared_cooldowns(settings, health) if shared else None
     gateway = Gateway(
         generations=gens,
-        # One limiter per process: every listener shares its windows and budgets.
-        admission=Limiter(keys),
+        # One limiter per process: every listener shares its windows and budgets (and with
+        # limits.redis_url, every replica).
+        admission=shared or Limiter(keys),
         observers=observers,
         unrouted=[request_log, metrics],
         prices=prices,
@@ -111,12 +122,20 @@ def assemble(settings: Settings, providers: Mapping[str, Provider] | None = None
         ledger=ledger if settings.storage.usage_ledger else None,
         resolver=resolver,
         generated_master_key=None if settings.server.master_key else master,
-        closers=[resolver.aclose],
+        closers=[
+            resolver.aclose,
+            *([shared.aclose] if shared else []),
+            *([cooldowns.aclose] if cooldowns else []),
+        ],
+        starters=[cooldowns.start] if cooldowns else [],
+        limits=shared,
     )
     guard = Guard(settings.server.http)
     metrics.watch_providers(lambda: gateway.current.providers)
     metrics.watch_ledger(ledger)
     metrics.collect_also(lambda: _gateway_series(gateway, guard))
+    if shared is not None:
+        metrics.collect_also(lambda: _limits_series(shared))
 
     def authenticator() -> Authenticator:
         return gateway.current.authenticator
@@ -128,6 +147,62 @@ def assemble(settings: Settings, providers: Mapping[str, Provider] | None = None
         metrics_route(metrics, metrics_auth),
     ]
     return Built(create_app(runtime, extra), runtime, ledger, metrics, registry, guard)
+
+
+def _shared_limits(settings: Settings, keys: KeyStore) -> SharedLimiter | None:
+    """The limiter shared through Redis when ``limits.redis_url`` is set."""
+    limits = settings.limits
+    if limits.redis_url is None:
+        return None
+    try:
+        from meridian.limits_redis import connect
+        from meridian.limits_shared import SharedLimiter
+    except ImportError as exc:
+        if not (exc.name or "").startswith("redis"):
+            raise
+        raise ConfigError(
+            f"{settings.source}: limits.redis_url needs the Redis client library: "
+            "pip install 'meridian[redis]'"
+        ) from None
+    url = limits.redis_url.get_secret_value()
+    # A reservation outlives the longest deadline a call can have, then frees itself.
+    deadlines = [settings.server.request_timeout_s]
+    for alias in settings.models:
+        own = settings.alias_config(alias)
+        if own is not None and own.timeout_s is not None:
+            deadlines.append(own.timeout_s)
+    return SharedLimiter(
+        keys,
+        connect(url, timeout_s=limits.timeout_s),
+        where=redact_store_url(url),
+        on_error=limits.on_store_error,
+        hold_s=max(deadlines) + HOLD_MARGIN_S,
+    )
+
+
+def _shared_cooldowns(settings: Settings, health: Health) -> SharedCooldowns:
+    """Cooldowns shared through the same Redis as the limits."""
+    from meridian.cooldowns import SharedCooldowns
+    from meridian.limits_redis import client
+
+    limits = settings.limits
+    assert limits.redis_url is not None
+    url = limits.redis_url.get_secret_value()
+    return SharedCooldowns(
+        client(url, timeout_s=limits.timeout_s), health, timeout_s=limits.timeout_s
+    )
+
+
+def _limits_series(shared: SharedLimiter) -> Iterable[Metric]:
+    up = GaugeMetricFamily(
+        "meridian_limits_store_up", "1 while the limits store (Redis) answers, 0 while it fails."
+    )
+    up.add_metric([], 1.0 if shared.up else 0.0)
+    errors = CounterMetricFamily(
+        "meridian_limits_store_errors", "Limits store (Redis) commands that failed or timed out."
+    )
+    errors.add_metric([], shared.errors)
+    return [up, errors]
 
 
 def _gateway_series(gateway: Gateway, guard: Guard) -> Iterable[Metric]:

@@ -1,6 +1,7 @@
 """Every per-key limit under 50 concurrent calls, streaming and not, through the official
 SDK over real HTTP: no limit is exceeded by more than one call's worth (calls reserve their
-estimated cost when admitted; here each call uses a few tokens more than estimated)."""
+estimated cost when admitted; here each call uses a few tokens more than estimated). Each
+runs with the limits in memory and with them in Redis."""
 
 from __future__ import annotations
 
@@ -19,11 +20,19 @@ N = 50
 PER_CALL = 30  # tokens the fake reports for every call: 10 in, 20 out (= max_tokens)
 
 
-@pytest.fixture
+@pytest.fixture(params=["memory", "redis"])
 def gateway(
-    fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, tmp_path: Path
+    request: pytest.FixtureRequest,
+    fake_openai: FakeOpenAI,
+    fake_anthropic: FakeAnthropic,
+    tmp_path: Path,
 ) -> Any:
-    with Gateway.start(two_upstreams(fake_openai.url, fake_anthropic.url), tmp_path) as gw:
+    """Limits in memory, or shared through a real Redis (limits.redis_url)."""
+    raw = two_upstreams(fake_openai.url, fake_anthropic.url)
+    if request.param == "redis":
+        # 5 s: 50 clients share this process with the gateway (see test_replicas.py).
+        raw["limits"] = {"redis_url": request.getfixturevalue("redis_url"), "timeout_s": 5}
+    with Gateway.start(raw, tmp_path) as gw:
         yield gw
 
 

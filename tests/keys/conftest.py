@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from keyhelpers import Clock
+from keyhelpers import Clock, NewLimiter
 
 from meridian.keys import KeyStore
+from meridian.limits import Limiter
 from meridian.store import Store
 
 
@@ -32,3 +34,27 @@ def store(db_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def keys(store: Store, clock: Clock) -> KeyStore:
     return KeyStore(store, clock=clock)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def new_limiter(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[NewLimiter]:
+    """The limiter under test: in memory, or shared through a real Redis (emptied first)."""
+    made: list[Any] = []
+
+    def new(keys: KeyStore | Store) -> Any:
+        if request.param == "memory":
+            return Limiter(keys, clock)
+        from meridian.limits_redis import connect
+        from meridian.limits_shared import SharedLimiter
+
+        url = request.getfixturevalue("redis_url")
+        keystore = keys if isinstance(keys, KeyStore) else KeyStore(keys, clock=clock)
+        limiter = SharedLimiter(
+            keystore, connect(url, timeout_s=5), where=url, on_error="closed", hold_s=630
+        )
+        made.append(limiter)
+        return limiter
+
+    yield new
+    for limiter in made:
+        await limiter.aclose()

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
+from meridian.keys import KeyStore
 from meridian.store import Store
+
+# Makes the limiter under test (the in-memory one or the shared one) over a store.
+NewLimiter = Callable[[KeyStore | Store], Any]
+
+
+async def drain(limiter: Any) -> None:
+    """Wait for settles a shared limiter sends in the background (none in memory)."""
+    if hasattr(limiter, "drain"):
+        await limiter.drain()
+
 
 # Mid-month, so month arithmetic in a test is deliberate, never an accident of today's date.
 T0 = datetime(2026, 3, 15, 12, 0, tzinfo=UTC).timestamp()
