@@ -104,6 +104,8 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
         changed.append("storage")
     if old.server.http != new.server.http:
         changed.append("server.http")
+    if old.server.workers != new.server.workers:
+        changed.append("server.workers")
     return changed
 
 

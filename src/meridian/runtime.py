@@ -45,6 +45,8 @@ class Runtime:
     # Run at shutdown after the observers have flushed, before the store closes.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     reloads: int = 0
+    # Called after a reload through POST /admin/reload (a worker tells its siblings).
+    on_admin_reload: Callable[[], None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
