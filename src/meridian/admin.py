@@ -160,6 +160,8 @@ def routes(
             gen, pending = await runtime.reload()
         except ReloadError as exc:
             raise InvalidRequest(f"the configuration was not reloaded: {exc}") from None
+        if runtime.on_admin_reload is not None:
+            runtime.on_admin_reload()
         return JSONResponse(
             {
                 "generation": gen.number,

@@ -63,14 +63,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     logs.configure("INFO")
     try:
         masterkey.ensure(settings)  # the one place a missing key file is generated (logged)
-        server.serve(settings)
+        return server.serve(settings)
     except (StoreError, ConfigError) as exc:
         print(f"meridian: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"meridian: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 # The state paths in the packaged example; `init` writes the chosen data directory instead.

@@ -86,6 +86,8 @@ class ServerConfig(_Model):
     metrics_require_key: bool = False
     # Debug only: log request/response bodies (secrets redacted). Prompts end up in the logs.
     log_bodies: bool = False
+    # Processes serving the listeners (docs/scaling.md). More than one needs limits.redis_url.
+    workers: int = Field(default=1, ge=1, le=64)
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -306,6 +308,17 @@ class Settings(_Model):
     )
     # Where it came from, for messages; not a config key.
     source: str = Field(default="<built-in defaults>", exclude=True)
+
+    @model_validator(mode="after")
+    def _workers_share_limits(self) -> Settings:
+        if self.server.workers > 1 and self.limits.redis_url is None:
+            raise ValueError(
+                f"server.workers: {self.server.workers} needs limits.redis_url: rpm, tpm, "
+                "max_parallel, budgets in flight and deployment cooldowns are otherwise kept in "
+                "each process's memory, and every worker would allow a key its whole limit "
+                "(docs/scaling.md); set limits.redis_url, or keep workers: 1"
+            )
+        return self
 
     def deployments(self, alias: str) -> list[DeploymentConfig]:
         entry = self.models[alias]

@@ -106,6 +106,8 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
         changed.append("server.http")
     if old.limits != new.limits:
         changed.append("limits")
+    if old.server.workers != new.server.workers:
+        changed.append("server.workers")
     return changed
 
 

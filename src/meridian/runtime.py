@@ -48,6 +48,8 @@ class Runtime:
     starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     limits: Any = None  # meridian.limits_shared.SharedLimiter (limits.redis_url), its health
     reloads: int = 0
+    # Called after a reload through POST /admin/reload (a worker tells its siblings).
+    on_admin_reload: Callable[[], None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property

@@ -16,6 +16,7 @@ import asyncio
 import gc
 import logging
 import math
+import os
 import resource
 import signal
 import socket
@@ -48,6 +49,7 @@ from meridian.records import Observer
 from meridian.redact import redact_store_url
 from meridian.runtime import Runtime
 from meridian.store import Store
+from meridian.workers import Supervisor, Worker
 
 if TYPE_CHECKING:
     from meridian.cooldowns import SharedCooldowns
@@ -328,10 +330,42 @@ def raise_fd_limit(wanted: int) -> None:
         )
 
 
-def serve(settings: Settings) -> None:
-    built = assemble(settings)  # StoreError here: nothing listens yet
+def serve(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; the exit code. ``server.workers`` > 1: as a supervisor of
+    that many worker processes (`meridian.workers`). A store that cannot be used raises
+    `StoreError` before anything listens."""
+    built: Built | None = None
+    if settings.server.workers == 1:
+        built = assemble(settings)
+    else:
+        Store(settings.storage.path).open().close()  # migrations run once, before any worker
     sockets = [bind(listen) for listen in settings.server.listen]
     raise_fd_limit(settings.server.http.max_connections * 2 + 256)
+    logs.startup(
+        log,
+        settings.server.listen,
+        {name: conf.type for name, conf in settings.providers.items()},
+        settings.models,
+    )
+    if built is not None:
+        _serve_process(built, settings, sockets)
+        return 0
+
+    def worker(me: Worker) -> int:
+        built = assemble(settings)
+        built.metrics.share(me.run_dir, me.index)
+        built.runtime.on_admin_reload = me.notify_siblings
+        _serve_process(built, settings, sockets, orphaned_fd=me.orphaned_fd)
+        return 0
+
+    return Supervisor(settings.server.workers, worker, sockets).serve()
+
+
+def _serve_process(
+    built: Built, settings: Settings, sockets: list[socket.socket], orphaned_fd: int | None = None
+) -> None:
+    """uvicorn on ``sockets`` until SIGTERM/SIGINT, or until ``orphaned_fd`` (a worker's end
+    of its supervisor's pipe) says the supervisor is gone."""
     server = GracefulServer(
         uvicorn_config(built, settings), built, settings.server.shutdown_grace_s
     )
@@ -341,18 +375,20 @@ def serve(settings: Settings) -> None:
     # (requests in flight outlive the young generations and count towards a full one).
     gc.collect()
     gc.freeze()
-    logs.startup(
-        log,
-        settings.server.listen,
-        {name: conf.type for name, conf in settings.providers.items()},
-        settings.models,
-    )
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(
             signal.SIGHUP, lambda: loop.create_task(built.runtime.reload_quietly())
         )
+        if orphaned_fd is not None:
+
+            def orphaned() -> None:
+                loop.remove_reader(orphaned_fd)
+                log.error("the supervisor is gone: this worker stops")
+                os.kill(os.getpid(), signal.SIGTERM)
+
+            loop.add_reader(orphaned_fd, orphaned)
         await server.serve(sockets=sockets)
 
     import uvloop

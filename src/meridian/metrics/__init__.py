@@ -33,6 +33,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -42,6 +43,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from meridian.auth import Authenticator, presented_key
+from meridian.metrics.shared import WorkerMetrics
 from meridian.metrics.state import LedgerCounts, ProviderState, probe, state_families
 from meridian.metrics.tally import CounterTally, GaugeTally, HistogramTally
 from meridian.records import CallRecord
@@ -114,6 +116,7 @@ class Metrics:
         self._clock = clock
         self._ledger: LedgerCounts | None = None
         self._extra: list[Callable[[], Iterable[Metric]]] = []
+        self._shared: WorkerMetrics | None = None
         registry.register(_Collector(self))
 
     # -------------------------------------------------------------- Observer
@@ -153,11 +156,18 @@ class Metrics:
                 # Refused before any provider was called: the key's own limits or budget.
                 self._rejections.add((rec.key_name or "", kind))
 
+    def share(self, run_dir: Path, index: int) -> None:
+        """Under ``server.workers``: write this worker's series to ``run_dir`` and render
+        every worker's (`meridian.metrics.shared`)."""
+        self._shared = WorkerMetrics(self.registry, run_dir, index)
+
     async def start(self) -> None:
-        return None
+        if self._shared is not None:
+            await self._shared.start()
 
     async def aclose(self) -> None:
-        return None
+        if self._shared is not None:
+            await self._shared.aclose()
 
     # -------------------------------------------------------------- hooks for the app
 
@@ -208,7 +218,7 @@ class Metrics:
         return list(self._states.values())
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._shared or self.registry)
 
 
 class _Collector:

@@ -1,0 +1,216 @@
+"""``server.workers: 2``: a supervisor and two worker processes on one listener. Real
+processes, real signals, a real fake upstream; what each worker did is read from the
+merged ``/metrics`` (every sample labelled with its worker) and from the shared ledger."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sqlite3
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from served import KEY, MERIDIAN, Served, env, free_port, write_config
+
+from fakes import FakeAnthropic
+
+MODELS = {"m": {"provider": "ant", "model": "claude-haiku-4-5"}}
+
+
+def children(pid: int) -> set[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return set()
+    return {int(p) for p in text.split()}
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(what: str, cond: Callable[[], Any], within_s: float = 60) -> Any:
+    """Poll ``cond`` until it is truthy; the bound is generous (2 loaded cores), never timed."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if value := cond():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def call(url: str, body: Any = None, **headers: str) -> tuple[int, bytes]:
+    """One request on a new connection (so the kernel may hand it to either worker)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url, data=data, headers=headers, method="GET" if data is None else "POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def scrape(url: str) -> str:
+    status, body = call(f"{url}/metrics")
+    assert status == 200
+    return body.decode()
+
+
+def generations(url: str) -> dict[str, float]:
+    text = scrape(url)
+    return {w: float(v) for w, v in re.findall(r'config_generation\{worker="(\d+)"\} (\S+)', text)}
+
+
+def requests_by_worker(url: str) -> dict[str, float]:
+    text = scrape(url)
+    out: dict[str, float] = {}
+    for labels, value in re.findall(r"^meridian_requests_total\{(.*)\} (\S+)$", text, re.M):
+        worker = re.search(r'worker="(\d+)"', labels)
+        assert worker is not None, labels
+        out[worker.group(1)] = out.get(worker.group(1), 0) + float(value)
+    return out
+
+
+def ask(url: str, model: str = "m", key: str = KEY) -> int:
+    body = {"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {
+        "x-api-key": key,
+        "anthropic-version": "2023-06-01",
+        "content-type": "application/json",
+    }
+    return call(f"{url}/v1/messages", body, **headers)[0]
+
+
+def test_more_than_one_worker_without_shared_limits_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "meridian.yaml"
+    write_config(config, free_port(), "http://127.0.0.1:9", MODELS, workers=2)
+    out = subprocess.run(
+        [*MERIDIAN, "serve", "--config", str(config)],
+        capture_output=True, text=True, env=env(), timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "server.workers: 2 needs limits.redis_url" in out.stderr
+    assert "Traceback" not in out.stderr
+    check = subprocess.run(
+        [*MERIDIAN, "check", "--config", str(config)],
+        capture_output=True, text=True, env=env(), timeout=60, check=False,
+    )  # fmt: skip
+    assert check.returncode == 2 and "needs limits.redis_url" in check.stderr, check.stderr
+
+
+def test_two_workers_share_the_listener_the_ledger_and_one_scrape(
+    tmp_path: Path, fake_anthropic: FakeAnthropic, redis_url: str
+) -> None:
+    port = free_port()
+    config = tmp_path / "meridian.yaml"
+    write_config(config, port, fake_anthropic.url, MODELS, {"redis_url": redis_url}, workers=2)
+    served = Served(config, port)
+    try:
+        workers = wait_for(
+            "two workers", lambda: len(children(served.proc.pid)) == 2 and children(served.proc.pid)
+        )
+        # Both workers answer one scrape: each has written its snapshot.
+        wait_for("both workers in /metrics", lambda: set(generations(served.url)) == {"0", "1"})
+        assert [ask(served.url) for _ in range(30)] == [200] * 30
+        assert len(fake_anthropic.requests) == 30
+        # Every call counted once, by whichever worker served it (a sibling's count is at most
+        # a second old in the scrape).
+        wait_for(
+            "30 calls in the merged counters",
+            lambda: sum(requests_by_worker(served.url).values()) == 30,
+        )
+
+        # A worker that dies is replaced, and the service keeps answering meanwhile.
+        victim = min(workers)
+        served_before = fake_anthropic.requests.copy()
+        subprocess.run(["kill", "-KILL", str(victim)], check=True)
+        replaced = wait_for(
+            "a replacement worker",
+            lambda: (
+                (now := children(served.proc.pid)) and len(now) == 2 and victim not in now and now
+            ),
+        )
+        assert workers - {victim} <= replaced  # the other worker was left alone
+        assert [ask(served.url) for _ in range(10)] == [200] * 10
+        assert len(fake_anthropic.requests) == len(served_before) + 10
+        assert any("starting another" in r.get("msg", "") for r in served.logs())
+    finally:
+        assert served.stop() == 0, served.stderr
+    # A clean stop: the supervisor and every worker are gone, the ledger has every call once.
+    assert not any(alive(p) for p in replaced)
+    with sqlite3.connect(tmp_path / "meridian.db") as db:
+        (rows,) = db.execute("SELECT count(*) FROM usage WHERE status = 200").fetchone()
+    assert rows == 40
+
+
+def test_a_reload_reaches_every_worker_by_signal_or_by_admin_call(
+    tmp_path: Path, fake_anthropic: FakeAnthropic, redis_url: str
+) -> None:
+    port = free_port()
+    config = tmp_path / "meridian.yaml"
+    limits = {"redis_url": redis_url}
+    write_config(config, port, fake_anthropic.url, MODELS, limits, workers=2)
+    served = Served(config, port)
+    try:
+        wait_for("both workers in /metrics", lambda: set(generations(served.url)) == {"0", "1"})
+        assert ask(served.url, "later") == 404
+        write_config(
+            config, port, fake_anthropic.url, {**MODELS, "later": MODELS["m"]}, limits, workers=2
+        )
+        served.proc.send_signal(signal.SIGHUP)
+        wait_for("SIGHUP reloads both", lambda: generations(served.url) == {"0": 2.0, "1": 2.0})
+        assert [ask(served.url, "later") for _ in range(10)] == [200] * 10
+
+        # POST /admin/reload reaches one worker; it tells the supervisor, which reloads the
+        # other (and not the first one twice).
+        status, body = call(f"{served.url}/admin/reload", {}, authorization=f"Bearer {KEY}")
+        assert status == 200 and json.loads(body)["generation"] == 3
+        wait_for("the sibling reloads too", lambda: generations(served.url) == {"0": 3.0, "1": 3.0})
+
+        # A key made on one worker works on both; revoked on one, both refuse it.
+        admin = {"authorization": f"Bearer {KEY}"}
+        status, body = call(f"{served.url}/admin/keys", {"name": "team"}, **admin)
+        assert status == 201, body
+        secret = json.loads(body)["secret"]
+        wait_for(
+            "the new key everywhere",
+            lambda: all(ask(served.url, key=secret) == 200 for _ in range(10)),
+        )
+        req = urllib.request.Request(
+            f"{served.url}/admin/keys/team", headers=admin, method="DELETE"
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 200
+        wait_for(
+            "the revocation everywhere",
+            lambda: all(ask(served.url, key=secret) == 401 for _ in range(10)),
+        )
+    finally:
+        assert served.stop() == 0, served.stderr
+
+
+def test_workers_stop_when_their_supervisor_is_killed(
+    tmp_path: Path, fake_anthropic: FakeAnthropic, redis_url: str
+) -> None:
+    port = free_port()
+    config = tmp_path / "meridian.yaml"
+    write_config(config, port, fake_anthropic.url, MODELS, {"redis_url": redis_url}, workers=2)
+    served = Served(config, port)
+    workers = wait_for(
+        "two workers", lambda: len(children(served.proc.pid)) == 2 and children(served.proc.pid)
+    )
+    served.proc.kill()
+    wait_for("orphaned workers to stop", lambda: not any(alive(p) for p in workers))
+    served.stop()
+    assert served.stdout.count("the supervisor is gone: this worker stops") == 2
