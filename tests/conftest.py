@@ -7,10 +7,12 @@ file's directory there), so test modules import the fakes as ``from fakes import
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from fakes import FakeAnthropic, FakeOpenAI
+from pgserver import PostgresServer
 
 
 @pytest.fixture
@@ -25,3 +27,22 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
     """A loopback Anthropic Messages server; configure ``base_url=fake_anthropic.url``."""
     with FakeAnthropic() as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole run, started the first time a test asks."""
+    server = PostgresServer().init()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database on each backend: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'meridian.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.url(server.new_database())

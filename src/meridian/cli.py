@@ -58,7 +58,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"server": settings.server.model_copy(update={"listen": listen})}
         )
-    from meridian.store import StoreError
+    from meridian.storage import StoreError
 
     logs.configure("INFO")
     try:

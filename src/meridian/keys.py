@@ -1,11 +1,13 @@
-"""Client keys: created, listed, revoked and rotated in SQLite; resolved from memory.
+"""Client keys: created, listed, revoked and rotated in the store; resolved from memory.
 
 A secret is ``mk-`` + 43 url-safe characters. Only its sha256 is stored, with a short visible
 prefix (``mk-AbC123``) so an operator can tell keys apart. `KeyStore` is the synchronous
 bookkeeping used by the CLI and the admin API; `StoreKeyResolver` is the request hot path: a
-dict lookup, with SQLite consulted at most about once a second (``PRAGMA data_version`` says
-whether another process, such as ``meridian keys`` next to a running server, changed the file)
-and on a cache miss, so a key created or revoked anywhere takes effect within about a second.
+dict lookup, with the store consulted at most about once a second (a version number says
+whether another process changed a key: ``PRAGMA data_version`` of a SQLite file, which
+``meridian keys`` next to a running server changes; on PostgreSQL the ``keys_version`` row
+that every key write bumps, whichever replica made it) and on a cache miss, so a key created
+or revoked anywhere takes effect within about a second.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 from meridian.auth import Principal
 from meridian.errors import AuthenticationFailed, InvalidRequest, NotFound
-from meridian.store import Store
+from meridian.storage import Store
 
 log = logging.getLogger("meridian.keys")
 
@@ -36,7 +38,7 @@ VISIBLE_CHARS = 9  # "mk-" + 6: enough to tell keys apart, far too little to gue
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _DURATION = re.compile(r"(\d+)\s*([mhdw])")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-# Upper bounds on what a key may be given: beyond them SQLite's integers and the date
+# Upper bounds on what a key may be given: beyond them 64-bit integers and the date
 # functions overflow, and no real limit is that large.
 MAX_LIMIT = 10**15
 MAX_EXPIRY_S = 100 * 365 * 86400
@@ -302,7 +304,7 @@ class KeyStore:
             cur = conn.execute(
                 "INSERT INTO keys (name, prefix, hash, models, rpm, tpm, max_parallel, "
                 "budget_tokens_month, budget_usd_month, created_at, expires_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
                 (
                     name,
                     secret[:VISIBLE_CHARS],
@@ -317,9 +319,8 @@ class KeyStore:
                     expires_at,
                 ),
             )
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM keys WHERE id = ?", (cur.lastrowid,)
-            ).fetchone()
+            key_id = cur.fetchall()[0][0]
+            row = conn.execute(f"SELECT {_COLUMNS} FROM keys WHERE id = ?", (key_id,)).fetchone()
         self.generation += 1
         return secret, _info(row)
 
@@ -447,12 +448,14 @@ class KeyStore:
         return [(bytes(r["hash"]), _info(r)) for r in rows]
 
     def data_version(self) -> int:
-        return int(self.store.query("PRAGMA data_version")[0][0])
+        """A number that changes when another connection changes a key."""
+        return int(self.store.query(self.store.dialect.keys_version_sql)[0][0])
 
     def touch(self, last_used: dict[int, float]) -> None:
+        latest = self.store.dialect.greatest("COALESCE(last_used_at, 0)", "?")
         with self.store.transaction() as conn:
             conn.executemany(
-                "UPDATE keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+                f"UPDATE keys SET last_used_at = {latest} WHERE id = ?",
                 [(ts, key_id) for key_id, ts in last_used.items()],
             )
 

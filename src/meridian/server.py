@@ -45,7 +45,6 @@ from meridian.prices import PriceTable
 from meridian.providers.base import Provider
 from meridian.records import Observer
 from meridian.runtime import Runtime
-from meridian.store import Store
 
 log = logging.getLogger("meridian.server")
 
@@ -79,7 +78,7 @@ def assemble(settings: Settings, providers: Mapping[str, Provider] | None = None
     """The app for ``settings``; ``providers`` replaces the configured ones (tests, embedding).
     Opens the store: a database that cannot be used raises `StoreError` here, before
     anything listens."""
-    store = Store(settings.storage.path).open()
+    store = settings.storage.store().open()
     keys = KeyStore(store)
     resolver = StoreKeyResolver(keys)
     master = master_key(settings)

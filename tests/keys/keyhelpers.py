@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from meridian.store import Store
+from meridian.storage import Store
 
 # Mid-month, so month arithmetic in a test is deliberate, never an accident of today's date.
 T0 = datetime(2026, 3, 15, 12, 0, tzinfo=UTC).timestamp()

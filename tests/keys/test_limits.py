@@ -13,7 +13,7 @@ from meridian.errors import RateLimited
 from meridian.keys import KeyStore
 from meridian.limits import Limiter, Ticket
 from meridian.model import Usage
-from meridian.store import Store
+from meridian.storage import Store
 
 APRIL = datetime(2026, 4, 1, tzinfo=UTC).timestamp()
 

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fakes import FakeAnthropic, FakeOpenAI
 from meridian import logs
-from meridian.store import Store
+from meridian.storage import make_store
 
 N = 40
 
@@ -85,7 +85,7 @@ def test_burst_is_recorded_exactly(
 
     replies = [r.reply for r in fake_openai.requests + fake_anthropic.requests if r.reply]
     assert len(replies) == N
-    store = Store(conf.storage.path).open()
+    store = make_store(str(conf.storage.path)).open()
     try:
         row = store.query(
             "SELECT COUNT(*), COUNT(DISTINCT request_id), SUM(input_tokens), SUM(output_tokens), "

@@ -18,7 +18,7 @@ from meridian.ledger import (
 from meridian.model import Usage
 from meridian.prices import PriceTable
 from meridian.records import CallRecord
-from meridian.store import Store
+from meridian.storage import Store
 
 HOUR = 3600.0
 

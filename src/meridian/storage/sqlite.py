@@ -1,13 +1,14 @@
-"""The SQLite store: one file, WAL mode, migrations as an append-only list.
+"""The SQLite store: one file, WAL mode, the default and the home lab's whole story.
 
-`Store` is synchronous (sqlite3 is); async callers run it off the event loop with
-``asyncio.to_thread`` or from a writer task's thread. One connection, guarded by a lock, is
-enough for a home-lab gateway's write rate; WAL lets ``meridian usage`` and ``meridian keys``
-read (and write) from another process while the server runs.
+One connection, guarded by a lock, is enough for a home-lab gateway's write rate; WAL lets
+``meridian usage`` and ``meridian keys`` read (and write) from another process while the
+server runs. The schema version is ``PRAGMA user_version``.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -15,67 +16,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-# Append only: a released migration is never edited, a change is a new entry.
-MIGRATIONS: list[str] = [
-    # 1: client keys and the usage ledger.
-    """
-    CREATE TABLE keys (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        prefix TEXT NOT NULL,
-        hash BLOB NOT NULL UNIQUE,          -- sha256 of the secret; the secret is never stored
-        models TEXT,                        -- JSON list of aliases, NULL = every model
-        rpm INTEGER,
-        tpm INTEGER,
-        budget_tokens_month INTEGER,
-        budget_usd_month REAL,
-        created_at REAL NOT NULL,
-        expires_at REAL,
-        revoked_at REAL,
-        last_used_at REAL
-    );
-    CREATE UNIQUE INDEX keys_active_name ON keys(name) WHERE revoked_at IS NULL;
-    CREATE TABLE usage (
-        id INTEGER PRIMARY KEY,
-        ts REAL NOT NULL,
-        request_id TEXT NOT NULL,
-        key_id INTEGER,
-        key_name TEXT,
-        surface TEXT NOT NULL,
-        endpoint TEXT NOT NULL,
-        alias TEXT,
-        provider TEXT,
-        upstream_model TEXT,
-        status INTEGER NOT NULL,
-        input_tokens INTEGER NOT NULL DEFAULT 0,
-        output_tokens INTEGER NOT NULL DEFAULT 0,
-        cache_read_tokens INTEGER NOT NULL DEFAULT 0,
-        cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
-        reasoning_tokens INTEGER NOT NULL DEFAULT 0,
-        cost_usd REAL,
-        latency_ms REAL,
-        ttft_ms REAL,
-        stream INTEGER NOT NULL DEFAULT 0,
-        error_type TEXT,
-        path TEXT
-    );
-    CREATE INDEX usage_ts ON usage(ts);
-    CREATE INDEX usage_key_ts ON usage(key_id, ts);
-    """,
-    # 2: calls in parallel per key; every attempt of a call in the ledger (a failed one that
-    # was retried or fallen back from is a row with final = 0).
-    """
-    ALTER TABLE keys ADD COLUMN max_parallel INTEGER;
-    ALTER TABLE usage ADD COLUMN final INTEGER NOT NULL DEFAULT 1;
-    """,
-]
+from meridian.storage.base import Row, StoreError
+from meridian.storage.dialect import SQLITE
+from meridian.storage.migrations import MIGRATIONS, Only
+
+# Rows per INSERT statement, at most. Python's sqlite3 releases the GIL around every
+# statement step (and reset), and the writer thread must take it back each time, waiting for
+# the event loop to let go: with one statement per row (executemany) the two threads traded
+# the GIL several times per row: ~3 context switches and tens of us of CPU per request
+# under load. A multi-row INSERT inserts up to this many rows in one step (22 columns: 5,632
+# parameters; SQLite before 3.32 allows only 999, and then fewer rows go in each). Smaller
+# statements use power-of-two sizes, so that few distinct statements exist, all kept in the
+# connection's statement cache.
+_ROWS_PER_INSERT = 256
 
 
-class StoreError(Exception):
-    """The database cannot be used; the message names the file and what is wrong with it."""
+class SQLiteStore:
+    dialect = SQLITE
 
-
-class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
@@ -85,7 +43,10 @@ class Store:
     def is_open(self) -> bool:
         return self._conn is not None
 
-    def open(self) -> Store:
+    def describe(self) -> str:
+        return str(self.path)
+
+    def open(self, *, migrate: bool = True) -> SQLiteStore:
         """Open (creating and migrating as needed) or raise `StoreError` saying why not: a
         directory, a file that is not a database, a damaged one, one from a newer meridian."""
         if self._conn is not None:
@@ -115,10 +76,12 @@ class Store:
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA foreign_keys=ON")
             self._conn = conn
-            self._migrate()
-            # Reads the pages a damaged (e.g. truncated) file is most likely missing.
-            conn.execute("SELECT count(*) FROM keys").fetchone()
-            conn.execute("SELECT max(rowid) FROM usage").fetchone()
+            if migrate:
+                self.migrate()
+            if self.schema_version() >= 1:
+                # Reads the pages a damaged (e.g. truncated) file is most likely missing.
+                conn.execute("SELECT count(*) FROM keys").fetchone()
+                conn.execute("SELECT max(rowid) FROM usage").fetchone()
         except StoreError:
             self._abandon(conn)
             raise
@@ -137,10 +100,14 @@ class Store:
                 self._conn.close()
                 self._conn = None
 
-    def _migrate(self) -> None:
+    def schema_version(self) -> int:
+        return int(self.query("PRAGMA user_version")[0][0])
+
+    def migrate(self) -> tuple[int, int]:
         with self.transaction() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            before = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, entry in enumerate(MIGRATIONS[before:], start=before + 1):
+                script = entry if isinstance(entry, str) else _for_sqlite(entry)
                 # Split on ";" only where a statement is complete: a ";" inside a "--" comment
                 # (migration 1 has one) or a string literal is not a statement boundary.
                 statement = ""
@@ -150,6 +117,7 @@ class Store:
                         conn.execute(statement)
                         statement = ""
                 conn.execute(f"PRAGMA user_version={number}")
+        return before, len(MIGRATIONS)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -164,11 +132,41 @@ class Store:
                 raise
             conn.execute("COMMIT")
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._lock:
             return self._require().execute(sql, params).fetchall()
+
+    def append(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        with self.transaction() as conn:
+            most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(columns)
+            for size, params in _statements(rows, min(most, _ROWS_PER_INSERT)):
+                conn.execute(_insert_sql(table, tuple(columns), size), params)
+
+    def follow_ids(self, conn: Any, table: str) -> None:
+        """Nothing to do: SQLite's next rowid is always above the largest."""
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:
             raise RuntimeError(f"store {self.path} is not open")
         return self._conn
+
+
+def _for_sqlite(entry: Only) -> str:
+    return entry.sql if entry.backend == "sqlite" else ""
+
+
+@functools.cache
+def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
+    values = f"({', '.join('?' * len(columns))})"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([values] * rows)
+
+
+def _statements(rows: Sequence[Sequence[Any]], most: int) -> Iterator[tuple[int, list[Any]]]:
+    """``rows`` as (rows per statement, flat parameter list) pieces: pieces of the largest
+    power of two up to ``most`` rows, then the binary digits of the remainder."""
+    start, size = 0, 1 << (max(1, most).bit_length() - 1)
+    while start < len(rows):
+        while start + size > len(rows):
+            size //= 2
+        yield size, list(itertools.chain.from_iterable(rows[start : start + size]))
+        start += size
