@@ -137,11 +137,9 @@ class PostgresStore:
             pool.close()
 
     def schema_version(self) -> int:
-        rows = self.query(
-            "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 "
-            "ELSE (SELECT COALESCE(MAX(version), 0) FROM schema_migrations) END"
-        )
-        return int(rows[0][0])
+        if self.query("SELECT to_regclass('schema_migrations')")[0][0] is None:
+            return 0  # a database no meridian has migrated yet
+        return int(self.query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")[0][0])
 
     def migrate(self) -> tuple[int, int]:
         with self.transaction() as conn:
