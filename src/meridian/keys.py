@@ -46,6 +46,12 @@ MAX_EXPIRY_S = 100 * 365 * 86400
 USED_TOKENS_SQL = "input_tokens + output_tokens + cache_read_tokens + cache_creation_tokens"
 
 
+def _dollars(total: float | None) -> float:
+    """A sum of costs, rounded past any precision that matters: a sum of floats depends on
+    the order the database adds them in, and every backend must report the same figure."""
+    return round(total or 0.0, 9)
+
+
 class DuplicateKeyName(InvalidRequest):
     default_status = 409
 
@@ -329,7 +335,7 @@ class KeyStore:
         where = "" if include_revoked else "WHERE revoked_at IS NULL"
         rows = self.store.query(f"SELECT {_COLUMNS} FROM keys {where} ORDER BY id DESC")
         used = {
-            r["key_id"]: (r["tokens"] or 0, r["usd"] or 0.0)
+            r["key_id"]: (r["tokens"] or 0, _dollars(r["usd"]))
             for r in self.store.query(
                 f"SELECT key_id, SUM({USED_TOKENS_SQL}) AS tokens, SUM(cost_usd) AS usd "
                 "FROM usage WHERE ts >= ? AND key_id IS NOT NULL GROUP BY key_id",
@@ -361,7 +367,7 @@ class KeyStore:
             "WHERE key_id = ? AND ts >= ? AND ts < ?",
             (key_id, start, next_month_start(start)),
         )
-        return (rows[0]["tokens"] or 0, rows[0]["usd"] or 0.0)
+        return (rows[0]["tokens"] or 0, _dollars(rows[0]["usd"]))
 
     def revoke(self, name: str) -> KeyInfo:
         with self.store.transaction() as conn:

@@ -356,9 +356,11 @@ def usage_summary(
                 cache_read_tokens=c[4],
                 cache_creation_tokens=c[5],
                 reasoning_tokens=c[6],
-                cost_usd=float(r[n + 7]),
+                # Rounded past any precision shown: a sum of floats depends on the order the
+                # database adds them in, and both backends must report the same figures.
+                cost_usd=round(float(r[n + 7]), 9),
                 unpriced=int(r[n + 8]),
-                avg_latency_ms=None if r[n + 9] is None else float(r[n + 9]),
+                avg_latency_ms=None if r[n + 9] is None else round(float(r[n + 9]), 6),
             )
         )
     return out
