@@ -36,7 +36,7 @@ from meridian.config import Settings
 from meridian.generation import Generations
 from meridian.health import Health
 from meridian.http.protocol import Guard
-from meridian.keys import KeyStore, StoreKeyResolver
+from meridian.keys import KeyStore
 from meridian.ledger import Ledger
 from meridian.limits import Limiter
 from meridian.logs import RequestLog
@@ -44,6 +44,7 @@ from meridian.metrics import Metrics, metrics_route
 from meridian.prices import PriceTable
 from meridian.providers.base import Provider
 from meridian.records import Observer
+from meridian.resolver import StoreKeyResolver
 from meridian.runtime import Runtime
 
 log = logging.getLogger("meridian.server")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from deployhelpers import clean_env, meridian
 
-from meridian.keys import KeyStore, StoreKeyResolver
+from meridian.keys import KeyStore
+from meridian.resolver import StoreKeyResolver
 from meridian.storage import make_store
 
 

@@ -14,7 +14,8 @@ from keyhelpers import Clock
 
 from meridian import cli_keys, config
 from meridian.errors import AuthenticationFailed
-from meridian.keys import KeyStore, StoreKeyResolver
+from meridian.keys import KeyStore
+from meridian.resolver import StoreKeyResolver
 from meridian.storage import Store
 
 RAW = {

@@ -9,7 +9,8 @@ from keyhelpers import T0, Clock
 
 from meridian.auth import Authenticator, Principal
 from meridian.errors import AuthenticationFailed
-from meridian.keys import KeyInfo, KeyStore, StoreKeyResolver
+from meridian.keys import KeyInfo, KeyStore
+from meridian.resolver import StoreKeyResolver
 from meridian.storage import Store, make_store
 
 MASTER = "sk-master-test-0123456789"

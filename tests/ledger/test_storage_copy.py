@@ -11,10 +11,11 @@ from ledgerhelpers import rec
 
 from meridian import cli
 from meridian.errors import AuthenticationFailed
-from meridian.keys import KeyStore, StoreKeyResolver
+from meridian.keys import KeyStore
 from meridian.ledger import Ledger
 from meridian.model import Usage
 from meridian.prices import PriceTable
+from meridian.resolver import StoreKeyResolver
 from meridian.storage import make_store
 from pgserver import PostgresServer
 

@@ -48,6 +48,12 @@ class Store(Protocol):
     @property
     def is_open(self) -> bool: ...
 
+    @property
+    def unavailable(self) -> tuple[type[Exception], ...]:
+        """The driver's errors that mean "the database cannot be reached now" (rather than a
+        bug or a closed store): worth retrying, and no reason to stop answering from a cache."""
+        ...
+
     def describe(self) -> str:
         """The database, for messages: a file's path, or a URL without its password."""
         ...

@@ -87,6 +87,12 @@ class PostgresStore:
     def is_open(self) -> bool:
         return self._pool is not None
 
+    @property
+    def unavailable(self) -> tuple[type[Exception], ...]:
+        import psycopg  # imported by `open` already
+
+        return (psycopg.OperationalError,)  # the pool's timeout is one too
+
     def describe(self) -> str:
         return redact_url(self.url)
 

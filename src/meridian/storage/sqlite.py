@@ -43,6 +43,10 @@ class SQLiteStore:
     def is_open(self) -> bool:
         return self._conn is not None
 
+    @property
+    def unavailable(self) -> tuple[type[Exception], ...]:
+        return (sqlite3.OperationalError,)  # locked past the busy timeout, a disk I/O error
+
     def describe(self) -> str:
         return str(self.path)
 
