@@ -51,6 +51,14 @@ class DuplicateKeyName(InvalidRequest):
     default_status = 409
 
 
+def _duplicate(name: str) -> DuplicateKeyName:
+    return DuplicateKeyName(
+        f"an active key named {name!r} already exists: revoke or rotate it, or choose "
+        "another name",
+        param="name",
+    )
+
+
 def month_start(ts: float) -> float:
     d = datetime.fromtimestamp(ts, UTC)
     return datetime(d.year, d.month, 1, tzinfo=UTC).timestamp()
@@ -293,35 +301,44 @@ class KeyStore:
             models, rpm, tpm, max_parallel, budget_tokens_month, budget_usd_month, expires_at, now
         )
         secret = new_secret() if secret is None else checked_secret(secret)
-        with self.store.transaction() as conn:
-            if conn.execute(
-                "SELECT 1 FROM keys WHERE name = ? AND revoked_at IS NULL", (name,)
-            ).fetchone():
-                raise DuplicateKeyName(
-                    f"an active key named {name!r} already exists: revoke or rotate it, or "
-                    f"choose another name",
-                    param="name",
+        try:
+            with self.store.transaction() as conn:
+                if conn.execute(
+                    "SELECT 1 FROM keys WHERE name = ? AND revoked_at IS NULL", (name,)
+                ).fetchone():
+                    raise _duplicate(name)
+                cur = conn.execute(
+                    "INSERT INTO keys (name, prefix, hash, models, rpm, tpm, max_parallel, "
+                    "budget_tokens_month, budget_usd_month, created_at, expires_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
+                    (
+                        name,
+                        secret[:VISIBLE_CHARS],
+                        digest(secret),
+                        None if models is None else json.dumps(models),
+                        rpm,
+                        tpm,
+                        max_parallel,
+                        budget_tokens_month,
+                        None if budget_usd_month is None else float(budget_usd_month),
+                        now,
+                        expires_at,
+                    ),
                 )
-            cur = conn.execute(
-                "INSERT INTO keys (name, prefix, hash, models, rpm, tpm, max_parallel, "
-                "budget_tokens_month, budget_usd_month, created_at, expires_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
-                (
-                    name,
-                    secret[:VISIBLE_CHARS],
-                    digest(secret),
-                    None if models is None else json.dumps(models),
-                    rpm,
-                    tpm,
-                    max_parallel,
-                    budget_tokens_month,
-                    None if budget_usd_month is None else float(budget_usd_month),
-                    now,
-                    expires_at,
-                ),
-            )
-            key_id = cur.fetchall()[0][0]
-            row = conn.execute(f"SELECT {_COLUMNS} FROM keys WHERE id = ?", (key_id,)).fetchone()
+                key_id = cur.fetchall()[0][0]
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM keys WHERE id = ?", (key_id,)
+                ).fetchone()
+        except self.store.conflict:
+            # Another connection created the name between our check and our insert (two
+            # replicas' admin APIs at once, on PostgreSQL), or the secret is taken.
+            if self.store.query(
+                "SELECT 1 FROM keys WHERE name = ? AND revoked_at IS NULL", (name,)
+            ):
+                raise _duplicate(name) from None
+            raise InvalidRequest(
+                "secret: already the secret of another key", param="secret", status=409
+            ) from None
         self.generation += 1
         return secret, _info(row)
 

@@ -54,6 +54,11 @@ class Store(Protocol):
         bug or a closed store): worth retrying, and no reason to stop answering from a cache."""
         ...
 
+    @property
+    def conflict(self) -> tuple[type[Exception], ...]:
+        """The driver's error for a row that a unique index refused."""
+        ...
+
     def describe(self) -> str:
         """The database, for messages: a file's path, or a URL without its password."""
         ...

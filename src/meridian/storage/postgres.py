@@ -93,6 +93,12 @@ class PostgresStore:
 
         return (psycopg.OperationalError,)  # the pool's timeout is one too
 
+    @property
+    def conflict(self) -> tuple[type[Exception], ...]:
+        import psycopg
+
+        return (psycopg.errors.UniqueViolation,)
+
     def describe(self) -> str:
         return redact_url(self.url)
 

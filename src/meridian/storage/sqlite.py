@@ -47,6 +47,10 @@ class SQLiteStore:
     def unavailable(self) -> tuple[type[Exception], ...]:
         return (sqlite3.OperationalError,)  # locked past the busy timeout, a disk I/O error
 
+    @property
+    def conflict(self) -> tuple[type[Exception], ...]:
+        return (sqlite3.IntegrityError,)
+
     def describe(self) -> str:
         return str(self.path)
 
