@@ -96,3 +96,31 @@ async def test_copy_sqlite_into_postgresql(
     _, err = capsys.readouterr()
     assert "already holds 4 keys and 60 usage rows" in err
     assert "only into an empty database" in err
+
+    # And back: PostgreSQL into a new SQLite file reads the same again.
+    back = f"sqlite:///{tmp_path / 'back.db'}"
+    assert cli.main(["storage", "copy", "--from", target, "--to", back]) == 0
+    capsys.readouterr()
+    assert usage(capsys, tmp_path, back, "model") == usage(capsys, tmp_path, target, "model")
+
+
+async def test_a_failed_copy_leaves_the_target_empty(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, postgres: PostgresServer
+) -> None:
+    source = f"sqlite:///{tmp_path / 'meridian.db'}"
+    target = postgres.url(postgres.new_database())
+    await fill(source)
+    # SQLite keeps what it is given: a text where PostgreSQL needs a number, at the very end.
+    store = make_store(source).open()
+    with store.transaction() as conn:
+        conn.execute("UPDATE usage SET latency_ms = 'n/a' WHERE id = (SELECT MAX(id) FROM usage)")
+    store.close()
+    assert cli.main(["storage", "copy", "--from", source, "--to", target]) == 2
+    _, err = capsys.readouterr()
+    assert "the copy failed and nothing was written" in err and "Traceback" not in err
+    copied = make_store(target).open()
+    try:
+        assert copied.query("SELECT COUNT(*) FROM keys")[0][0] == 0
+        assert copied.query("SELECT COUNT(*) FROM usage")[0][0] == 0
+    finally:
+        copied.close()

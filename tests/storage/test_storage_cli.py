@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,41 @@ def test_without_the_driver_the_message_says_what_to_install(
     assert done.returncode == 1, done.stderr
     assert "pip install 'meridian[postgres]'" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_replicas_starting_together_migrate_once(postgres: PostgresServer) -> None:
+    url = postgres.url(postgres.new_database())
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            make_store(url).open().close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    store = make_store(url).open()
+    try:
+        versions = [r[0] for r in store.query("SELECT version FROM schema_migrations ORDER BY 1")]
+    finally:
+        store.close()
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
+
+
+def test_serve_refuses_an_unreachable_database_in_one_line(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = f"postgresql://{PASSWORD_ROLE}:not-it@127.0.0.1:{postgres.port}/postgres"
+    cfg = config_file(tmp_path, url)
+    done = subprocess.run(
+        [sys.executable, "-m", "meridian", "serve", "--config", str(cfg), "--port", "0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "password authentication failed" in done.stderr
+    assert "Traceback" not in done.stderr and "not-it" not in done.stderr

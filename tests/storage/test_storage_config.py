@@ -45,3 +45,14 @@ def test_the_unix_socket_form_is_a_postgresql_url() -> None:
     conf = settings({"url": "postgresql:///meridian?host=/run/postgresql"}).storage
     assert conf.url == "postgresql:///meridian?host=/run/postgresql"
     assert isinstance(conf.store(), PostgresStore)
+
+
+def test_with_postgresql_a_generated_master_key_stays_in_the_data_directory(
+    tmp_path: Path,
+) -> None:
+    from meridian import masterkey
+
+    conf = config.validate(
+        {"storage": {"url": "postgresql://meridian@db.lan/meridian"}}, "meridian.yaml"
+    )
+    assert masterkey.key_file(conf) == config.data_dir() / "master_key"

@@ -36,6 +36,19 @@ def copy_all(source: Store, target: Store) -> Copied:
             "storage copy writes only into an empty database (create a new one, or drop and "
             "recreate this one)"
         )
+    try:
+        return _copy(source, target)
+    except StoreError:
+        raise
+    except Exception as exc:  # the driver's: a row the target refuses, a lost connection
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise StoreError(
+            f"{target.describe()}: the copy failed and nothing was written "
+            f"({type(exc).__name__}: {text})"
+        ) from exc
+
+
+def _copy(source: Store, target: Store) -> Copied:
     keys = source.query("SELECT * FROM keys ORDER BY id")
     copied_usage = 0
     with target.transaction() as conn:
