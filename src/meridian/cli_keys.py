@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ from meridian import keyfile, runas
 from meridian.config import Settings
 from meridian.errors import MeridianError
 from meridian.keys import KeyInfo, KeyStore, human_time, new_secret, parse_expires
-from meridian.storage import StoreError
+from meridian.storage import StoreError, driver_errors
 
 _WARNING = "Store this secret now: it will not be shown again."
 
@@ -64,7 +63,10 @@ def _guarded(run: Handler) -> Handler:
         except StoreError as exc:
             print(f"meridian keys: {exc}", file=sys.stderr)
             return 2
-        except (sqlite3.Error, OSError) as exc:
+        except OSError as exc:
+            print(f"meridian keys: {settings.storage.describe()}: {exc}", file=sys.stderr)
+            return 1
+        except driver_errors() as exc:
             print(f"meridian keys: {settings.storage.describe()}: {exc}", file=sys.stderr)
             return 1
 

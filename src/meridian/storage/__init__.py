@@ -19,6 +19,7 @@ __all__ = [
     "Row",
     "Store",
     "StoreError",
+    "driver_errors",
     "make_store",
     "sqlite_path",
 ]
@@ -33,6 +34,15 @@ def sqlite_path(url: str) -> Path | None:
         return None
     rest = url[len("sqlite:///") :]
     return Path(rest) if rest == ":memory:" else Path("/" + rest.lstrip("/"))
+
+
+def driver_errors() -> tuple[type[Exception], ...]:
+    """Every error a database driver in use may raise (psycopg's only once it is loaded)."""
+    import sqlite3
+    import sys
+
+    psycopg = sys.modules.get("psycopg")
+    return (sqlite3.Error, psycopg.Error) if psycopg is not None else (sqlite3.Error,)
 
 
 def make_store(url: str) -> Store:
