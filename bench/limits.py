@@ -23,7 +23,7 @@ from typing import Any
 from meridian.keys import KeyStore
 from meridian.limits import Limiter
 from meridian.model import Usage
-from meridian.store import Store
+from meridian.storage.sqlite import SQLiteStore
 
 LIMITS = {"rpm": 10**9, "tpm": 10**12, "max_parallel": 1000}
 
@@ -50,7 +50,7 @@ async def main() -> None:
     parser.add_argument("--redis-url")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "meridian.db").open()
+        store = SQLiteStore(Path(tmp) / "meridian.db").open()
         keys = KeyStore(store)
         _, info = keys.create("bench", **LIMITS)  # type: ignore[arg-type]
         principal = info.principal()

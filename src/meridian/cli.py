@@ -43,6 +43,7 @@ def _claude_providers(settings: Settings) -> list[str]:
 _READS: dict[str, Callable[[Settings], list[str]]] = {
     "keys": lambda settings: ["storage"],
     "usage": lambda settings: ["storage"],
+    "migrate": lambda settings: ["storage"],
     "auth": _claude_providers,
 }
 
@@ -58,7 +59,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"server": settings.server.model_copy(update={"listen": listen})}
         )
-    from meridian.store import StoreError
+    from meridian.storage import StoreError
 
     logs.configure("INFO")
     try:
@@ -95,6 +96,7 @@ def _init(args: argparse.Namespace) -> int:
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from meridian import masterkey
@@ -105,8 +107,18 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
         f"[green]ok[/green] {settings.source}: "
         f"{len(settings.providers)} providers, {len(settings.models)} models"
     )
-    console.print(f"database: {settings.storage.path}", highlight=False, soft_wrap=True)
+    from meridian.cli_storage import probe
+
+    usable, state = probe(settings)
+    database = f"database: {settings.storage.describe()}"
+    if usable:
+        console.print(f"{database} ({state})", highlight=False, soft_wrap=True)
+    else:
+        console.print(database, highlight=False, soft_wrap=True)
+        console.print(f"[red]error[/red] {escape(state)}", highlight=False, soft_wrap=True)
     console.print(f"master key: {masterkey.describe(settings)}", highlight=False, soft_wrap=True)
+    if not usable:
+        return 1
     if not args.live:
         table = Table("alias", "provider", "model", "type")
         for alias in settings.models:
@@ -196,9 +208,15 @@ def _leaves(
 
 
 def _extensions() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
-    from meridian import cli_auth, cli_keys, cli_reload, cli_usage
+    from meridian import cli_auth, cli_keys, cli_reload, cli_storage, cli_usage
 
-    return [cli_auth.add_parser, cli_keys.add_parser, cli_reload.add_parser, cli_usage.add_parser]
+    return [
+        cli_auth.add_parser,
+        cli_keys.add_parser,
+        cli_reload.add_parser,
+        cli_storage.add_parser,
+        cli_usage.add_parser,
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -226,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"meridian: {refusal}", file=sys.stderr)
         return 2
     try:
-        if args.command == "usage":  # as `keys` does: root opens the database as its owner
+        if args.command in ("usage", "migrate"):  # as `keys`: root acts as the database's owner
             from meridian import runas
 
             with runas.as_owner(settings.storage.path):

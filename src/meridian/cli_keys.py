@@ -1,11 +1,12 @@
 """``meridian keys create|list|revoke|rotate|apply|generate``: client keys, straight on the
-SQLite file.
+database.
 
-The database is the one named by ``storage.path``, and every command says which one it opened;
-WAL mode lets this run next to a serving gateway, which picks the change up within about a
-second. Run as root, the commands act as the database's owner (`meridian.runas`), so the
-service's files stay the service's. A secret goes to stdout alone (so ``$(meridian keys create
-...)`` captures just it); everything else goes to stderr. None of them reads the master key.
+The database is the one named by ``storage.path`` (or ``storage.url``), and every command
+says which one it opened; SQLite's WAL mode (or PostgreSQL) lets this run next to a serving
+gateway, which picks the change up within about a second. Run as root, the commands act as
+the database's owner (`meridian.runas`), so the service's files stay the service's. A secret
+goes to stdout alone (so ``$(meridian keys create ...)`` captures just it); everything else
+goes to stderr. None of them reads the master key.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,22 +24,23 @@ from meridian import keyfile, runas
 from meridian.config import Settings
 from meridian.errors import MeridianError
 from meridian.keys import KeyInfo, KeyStore, human_time, new_secret, parse_expires
-from meridian.store import Store, StoreError
+from meridian.storage import StoreError, driver_errors
 
 _WARNING = "Store this secret now: it will not be shown again."
 
 
 @contextmanager
 def _keystore(settings: Settings) -> Iterator[tuple[KeyStore, str]]:
-    """The key store on ``storage.path``, and how to name it in messages."""
+    """The key store of ``storage``, and how to name it in messages."""
     path = settings.storage.path
     # A database this command creates (with its -wal and -shm) is private, as the service's.
     umask = os.umask(0o077)
     try:
         with runas.as_owner(path) as owner:
-            store = Store(path).open()
+            store = settings.storage.store().open()
             try:
-                yield KeyStore(store), str(path) + (f" (as {owner}, its owner)" if owner else "")
+                where = settings.storage.describe() + (f" (as {owner}, its owner)" if owner else "")
+                yield KeyStore(store), where
             finally:
                 store.close()
     finally:
@@ -62,8 +63,11 @@ def _guarded(run: Handler) -> Handler:
         except StoreError as exc:
             print(f"meridian keys: {exc}", file=sys.stderr)
             return 2
-        except (sqlite3.Error, OSError) as exc:
-            print(f"meridian keys: {settings.storage.path}: {exc}", file=sys.stderr)
+        except OSError as exc:
+            print(f"meridian keys: {settings.storage.describe()}: {exc}", file=sys.stderr)
+            return 1
+        except driver_errors() as exc:
+            print(f"meridian keys: {settings.storage.describe()}: {exc}", file=sys.stderr)
             return 1
 
     return handler
@@ -201,8 +205,8 @@ def apply(settings: Settings, args: argparse.Namespace) -> int:
     unknown = _unknown_models(settings, list(dict.fromkeys(models)))
     if unknown:
         print(f"warning: not a model of {settings.source}: {', '.join(unknown)}", file=sys.stderr)
-    db = settings.storage.path
-    if args.dry_run and not db.exists():
+    db = settings.storage.describe()
+    if args.dry_run and settings.storage.url is None and not settings.storage.path.exists():
         # Opening would create the database: plan against the empty store it would be.
         changes, where = keyfile.plan(None, desired), f"{db} (does not exist yet)"
     else:
@@ -212,7 +216,7 @@ def apply(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         report = {
             "file": str(path),
-            "database": str(db),
+            "database": db,
             "dry_run": args.dry_run,
             "changed": changed,
             "keys": [c.as_dict() for c in changes],

@@ -1,6 +1,7 @@
 """``meridian usage``: what was spent, per key, per model or per day, from the ledger.
 
-Reads ``storage.path`` directly (WAL: safe while the server runs and writes). A table on a
+Reads the database directly (SQLite's WAL, or PostgreSQL: safe while the server runs and
+writes). A table on a
 terminal; ``--csv`` writes machine-readable rows (raw numbers, no formatting) for export.
 """
 
@@ -15,7 +16,7 @@ from typing import Any, TextIO
 
 from meridian.config import Settings
 from meridian.ledger import GROUP_COLUMNS, SummaryRow, usage_summary
-from meridian.store import Store
+from meridian.storage import StoreError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 _NUMBERS = (
@@ -80,8 +81,12 @@ def handler(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     path = settings.storage.path
     rows: list[SummaryRow] = []
-    if path.exists():
-        store = Store(path).open()
+    if settings.storage.url is not None or path.exists():
+        try:
+            store = settings.storage.store().open()
+        except StoreError as exc:
+            print(f"meridian usage: {exc}", file=sys.stderr)
+            return 2
         try:
             rows = usage_summary(store, since, args.by)
         finally:

@@ -31,6 +31,10 @@ from pydantic import (
     model_validator,
 )
 
+from meridian.redact import redact_url
+from meridian.storage import Store, make_store, sqlite_path
+from meridian.storage.sqlite import SQLiteStore
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -105,16 +109,51 @@ class ServerConfig(_Model):
 
 
 class StorageConfig(_Model):
+    # Where keys and usage live: sqlite:///ABS/PATH or postgresql://USER:PASS@HOST/DB. After
+    # validation this holds only a PostgreSQL URL; a SQLite URL becomes `path`.
+    url: str | None = None
+    # The SQLite file (short for a sqlite:/// url), and the directory of the master key file.
     path: Path = Field(default_factory=lambda: data_dir() / "meridian.db")
     retention_days: int = Field(default=90, ge=1)
     # Record every call in the usage table. Off: no ledger rows (metrics and logs still run,
     # and monthly budgets count only what the running process has seen).
     usage_ledger: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _url_or_path(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("url") is None:
+            return data
+        url = data["url"]
+        if not isinstance(url, str):
+            raise ValueError("url: expected a string such as postgresql://USER:PASS@HOST/DB")
+        if data.get("path") is not None:
+            raise ValueError(
+                "storage.path and storage.url both name the database: keep one "
+                "(path: /x/meridian.db is short for url: sqlite:///x/meridian.db)"
+            )
+        file = sqlite_path(url)
+        if file is not None:
+            return {**data, "url": None, "path": file}
+        if url.split(":", 1)[0] not in ("postgresql", "postgres") or "://" not in url:
+            raise ValueError(
+                f"url: expected sqlite:///ABSOLUTE/PATH or postgresql://USER:PASS@HOST/DB, "
+                f"got {redact_url(url)!r}"
+            )
+        return data
+
     @field_validator("path")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    def describe(self) -> str:
+        """The database for messages: the file, or the URL without its password."""
+        return str(self.path) if self.url is None else redact_url(self.url)
+
+    def store(self) -> Store:
+        """The configured store, not yet opened."""
+        return SQLiteStore(self.path) if self.url is None else make_store(self.url)
 
 
 class LimitsConfig(_Model):

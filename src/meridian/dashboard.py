@@ -36,7 +36,7 @@ from meridian.ledger import (
 )
 from meridian.metrics import Metrics
 from meridian.runtime import Runtime
-from meridian.store import Store
+from meridian.storage import Store
 
 # window -> (seconds, bucket seconds): 48-96 buckets per chart.
 WINDOWS: dict[str, tuple[int, int]] = {

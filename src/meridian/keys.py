@@ -1,16 +1,13 @@
-"""Client keys: created, listed, revoked and rotated in SQLite; resolved from memory.
+"""Client keys: created, listed, revoked and rotated in the store (`KeyStore`).
 
 A secret is ``mk-`` + 43 url-safe characters. Only its sha256 is stored, with a short visible
 prefix (``mk-AbC123``) so an operator can tell keys apart. `KeyStore` is the synchronous
-bookkeeping used by the CLI and the admin API; `StoreKeyResolver` is the request hot path: a
-dict lookup, with SQLite consulted at most about once a second (``PRAGMA data_version`` says
-whether another process, such as ``meridian keys`` next to a running server, changed the file)
-and on a cache miss, so a key created or revoked anywhere takes effect within about a second.
+bookkeeping used by the CLI and the admin API; the request hot path resolves keys from memory
+(`meridian.resolver`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import hashlib
 import hmac
@@ -26,8 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from meridian.auth import Principal
-from meridian.errors import AuthenticationFailed, InvalidRequest, NotFound
-from meridian.store import Store
+from meridian.errors import InvalidRequest, NotFound
+from meridian.storage import Store
 
 log = logging.getLogger("meridian.keys")
 
@@ -36,7 +33,7 @@ VISIBLE_CHARS = 9  # "mk-" + 6: enough to tell keys apart, far too little to gue
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _DURATION = re.compile(r"(\d+)\s*([mhdw])")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-# Upper bounds on what a key may be given: beyond them SQLite's integers and the date
+# Upper bounds on what a key may be given: beyond them 64-bit integers and the date
 # functions overflow, and no real limit is that large.
 MAX_LIMIT = 10**15
 MAX_EXPIRY_S = 100 * 365 * 86400
@@ -44,8 +41,22 @@ MAX_EXPIRY_S = 100 * 365 * 86400
 USED_TOKENS_SQL = "input_tokens + output_tokens + cache_read_tokens + cache_creation_tokens"
 
 
+def _dollars(total: float | None) -> float:
+    """A sum of costs, rounded past any precision that matters: a sum of floats depends on
+    the order the database adds them in, and every backend must report the same figure."""
+    return round(total or 0.0, 9)
+
+
 class DuplicateKeyName(InvalidRequest):
     default_status = 409
+
+
+def _duplicate(name: str) -> DuplicateKeyName:
+    return DuplicateKeyName(
+        f"an active key named {name!r} already exists: revoke or rotate it, or choose "
+        "another name",
+        param="name",
+    )
 
 
 def month_start(ts: float) -> float:
@@ -290,36 +301,44 @@ class KeyStore:
             models, rpm, tpm, max_parallel, budget_tokens_month, budget_usd_month, expires_at, now
         )
         secret = new_secret() if secret is None else checked_secret(secret)
-        with self.store.transaction() as conn:
-            if conn.execute(
-                "SELECT 1 FROM keys WHERE name = ? AND revoked_at IS NULL", (name,)
-            ).fetchone():
-                raise DuplicateKeyName(
-                    f"an active key named {name!r} already exists: revoke or rotate it, or "
-                    f"choose another name",
-                    param="name",
+        try:
+            with self.store.transaction() as conn:
+                if conn.execute(
+                    "SELECT 1 FROM keys WHERE name = ? AND revoked_at IS NULL", (name,)
+                ).fetchone():
+                    raise _duplicate(name)
+                cur = conn.execute(
+                    "INSERT INTO keys (name, prefix, hash, models, rpm, tpm, max_parallel, "
+                    "budget_tokens_month, budget_usd_month, created_at, expires_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
+                    (
+                        name,
+                        secret[:VISIBLE_CHARS],
+                        digest(secret),
+                        None if models is None else json.dumps(models),
+                        rpm,
+                        tpm,
+                        max_parallel,
+                        budget_tokens_month,
+                        None if budget_usd_month is None else float(budget_usd_month),
+                        now,
+                        expires_at,
+                    ),
                 )
-            cur = conn.execute(
-                "INSERT INTO keys (name, prefix, hash, models, rpm, tpm, max_parallel, "
-                "budget_tokens_month, budget_usd_month, created_at, expires_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    name,
-                    secret[:VISIBLE_CHARS],
-                    digest(secret),
-                    None if models is None else json.dumps(models),
-                    rpm,
-                    tpm,
-                    max_parallel,
-                    budget_tokens_month,
-                    None if budget_usd_month is None else float(budget_usd_month),
-                    now,
-                    expires_at,
-                ),
-            )
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM keys WHERE id = ?", (cur.lastrowid,)
-            ).fetchone()
+                key_id = cur.fetchall()[0][0]
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM keys WHERE id = ?", (key_id,)
+                ).fetchone()
+        except self.store.conflict:
+            # Another connection created the name between our check and our insert (two
+            # replicas' admin APIs at once, on PostgreSQL), or the secret is taken.
+            if self.store.query(
+                "SELECT 1 FROM keys WHERE name = ? AND revoked_at IS NULL", (name,)
+            ):
+                raise _duplicate(name) from None
+            raise InvalidRequest(
+                "secret: already the secret of another key", param="secret", status=409
+            ) from None
         self.generation += 1
         return secret, _info(row)
 
@@ -328,7 +347,7 @@ class KeyStore:
         where = "" if include_revoked else "WHERE revoked_at IS NULL"
         rows = self.store.query(f"SELECT {_COLUMNS} FROM keys {where} ORDER BY id DESC")
         used = {
-            r["key_id"]: (r["tokens"] or 0, r["usd"] or 0.0)
+            r["key_id"]: (r["tokens"] or 0, _dollars(r["usd"]))
             for r in self.store.query(
                 f"SELECT key_id, SUM({USED_TOKENS_SQL}) AS tokens, SUM(cost_usd) AS usd "
                 "FROM usage WHERE ts >= ? AND key_id IS NOT NULL GROUP BY key_id",
@@ -360,7 +379,7 @@ class KeyStore:
             "WHERE key_id = ? AND ts >= ? AND ts < ?",
             (key_id, start, next_month_start(start)),
         )
-        return (rows[0]["tokens"] or 0, rows[0]["usd"] or 0.0)
+        return (rows[0]["tokens"] or 0, _dollars(rows[0]["usd"]))
 
     def revoke(self, name: str) -> KeyInfo:
         with self.store.transaction() as conn:
@@ -447,125 +466,16 @@ class KeyStore:
         return [(bytes(r["hash"]), _info(r)) for r in rows]
 
     def data_version(self) -> int:
-        return int(self.store.query("PRAGMA data_version")[0][0])
+        """A number that changes when another connection changes a key."""
+        return int(self.store.query(self.store.dialect.keys_version_sql)[0][0])
 
     def touch(self, last_used: dict[int, float]) -> None:
+        latest = self.store.dialect.greatest("COALESCE(last_used_at, 0)", "?")
         with self.store.transaction() as conn:
             conn.executemany(
-                "UPDATE keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+                f"UPDATE keys SET last_used_at = {latest} WHERE id = ?",
                 [(ts, key_id) for key_id, ts in last_used.items()],
             )
 
     def _with_usage(self, row: Any, now: float | None = None) -> KeyInfo:
         return _info(row, *self.usage_this_month(row["id"], now))
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    hash: bytes
-    info: KeyInfo
-    principal: Principal
-
-
-class StoreKeyResolver:
-    """`auth.KeyResolver` over a `KeyStore`, answering from memory.
-
-    The cache holds every key, revoked ones included (to say "revoked" rather than "invalid"),
-    indexed by the visible prefix; the digest is then compared in constant time. ``last_used_at``
-    is collected in memory and written in one transaction at most every ``touch_s`` seconds, by
-    a task of its own: call `aclose` on shutdown to write the last batch.
-    """
-
-    def __init__(self, keys: KeyStore, *, refresh_s: float = 1.0, touch_s: float = 5.0) -> None:
-        self._keys = keys
-        self._clock = keys.clock
-        self._refresh_s = refresh_s
-        self._touch_s = touch_s
-        self._by_prefix: dict[str, list[_Entry]] = {}
-        self._version: tuple[int, int] | None = None  # (data_version, generation) cached
-        self._checked_at = float("-inf")
-        # The check in progress: requests that need one meanwhile wait for it, all woken at
-        # once when it ends. (Behind a lock they were woken one per loop iteration: under load
-        # the last of ~30 waiters waited ~40 ms, once a second.)
-        self._check: asyncio.Future[None] | None = None
-        self._used: dict[int, float] = {}
-        self._touched_at = self._clock()
-        self._touch_task: asyncio.Task[None] | None = None
-
-    async def resolve(self, secret: str) -> Principal | None:
-        if not secret.startswith(SECRET_PREFIX) or len(secret) != len(SECRET_PREFIX) + 43:
-            return None  # not one of ours: no reason to look at the database
-        now = self._clock()
-        if now - self._checked_at >= self._refresh_s or (
-            self._version is not None and self._version[1] != self._keys.generation
-        ):
-            await self._refresh()
-        entry = self._find(secret)
-        if entry is None:
-            # A key created a moment ago by the CLI in another process: check before saying no.
-            await self._refresh()
-            entry = self._find(secret)
-            if entry is None:
-                return None
-        info = entry.info
-        if info.revoked:
-            raise AuthenticationFailed(f"key {info.name!r} was revoked")
-        if info.expires_at is not None and now >= info.expires_at:
-            raise AuthenticationFailed(
-                f"key {info.name!r} expired on {human_time(info.expires_at)}"
-            )
-        self._used[info.id] = now
-        if now - self._touched_at >= self._touch_s and self._touch_task is None:
-            self._touched_at = now
-            self._touch_task = asyncio.create_task(self._touch())
-        return entry.principal
-
-    async def aclose(self) -> None:
-        """Write the pending ``last_used_at`` times (call on shutdown)."""
-        if self._touch_task is not None:
-            await self._touch_task
-        await self._touch()
-
-    def _find(self, secret: str) -> _Entry | None:
-        wanted = digest(secret)
-        for entry in self._by_prefix.get(secret[:VISIBLE_CHARS], ()):
-            if hmac.compare_digest(entry.hash, wanted):
-                return entry
-        return None
-
-    async def _refresh(self) -> None:
-        check = self._check
-        if check is None:
-            check = self._check = asyncio.ensure_future(self._reload())
-            check.add_done_callback(self._check_done)
-        # Shielded: a caller that goes away does not cancel the check the others wait for.
-        await asyncio.shield(check)
-
-    def _check_done(self, check: asyncio.Future[None]) -> None:
-        self._check = None
-        if not check.cancelled():
-            check.exception()  # every waiter gets it raised; mark it retrieved if none is left
-
-    async def _reload(self) -> None:
-        generation = self._keys.generation  # read first: a write during the load reloads
-        version = (await asyncio.to_thread(self._keys.data_version), generation)
-        if version != self._version:
-            rows = await asyncio.to_thread(self._keys.all_rows)
-            by_prefix: dict[str, list[_Entry]] = {}
-            for hash_, info in rows:
-                by_prefix.setdefault(info.prefix, []).append(_Entry(hash_, info, info.principal()))
-            self._by_prefix = by_prefix
-            self._version = version
-        self._checked_at = self._clock()
-
-    async def _touch(self) -> None:
-        batch, self._used = self._used, {}
-        try:
-            if batch:
-                await asyncio.to_thread(self._keys.touch, batch)
-        except Exception:
-            log.warning("could not record when keys were last used", exc_info=True)
-            for key_id, ts in batch.items():
-                self._used.setdefault(key_id, ts)
-        finally:
-            self._touch_task = None

@@ -1,15 +1,17 @@
-"""The usage ledger: one SQLite row per API call, written off the request path.
+"""The usage ledger: one row per API call in the store, written off the request path.
 
 `Ledger.record` only turns the record into its row and appends that to an in-memory queue
 (a deque: no lock, no await, no I/O). A writer task wakes every ``flush_interval_s`` (or as
-soon as ``batch_size`` rows wait), takes what is queued and inserts it in a worker thread with
-a few multi-row INSERTs, inside one transaction (WAL mode, so readers such as ``meridian
-usage`` never wait for it).
+soon as ``batch_size`` rows wait), takes what is queued and inserts it in a worker thread, in
+one transaction, the store's fastest way (SQLite: a few multi-row INSERTs, in WAL mode, so
+readers such as ``meridian usage`` never wait; PostgreSQL: COPY).
 `Ledger.aclose` drains what is still queued: a completed request is never left unrecorded by
-a graceful shutdown. A failed write (a full or failing disk) puts its rows back and is retried
-on the next tick; the ledger reports itself unhealthy (``/ready`` says "degraded", the
-``meridian_ledger_healthy`` gauge drops, ``meridian_ledger_pending_records`` grows) and logs
-one warning a minute, not one per tick, until a write succeeds again.
+a graceful shutdown. A failed write (a full or failing disk, a database server that went
+away) puts its rows back and is retried on the next tick; the ledger reports itself unhealthy
+(``/ready`` says "degraded", the ``meridian_ledger_healthy`` gauge drops,
+``meridian_ledger_pending_records`` grows) and logs one warning a minute, not one per tick,
+until a write succeeds again. Rows wait in memory up to ``max_pending`` (a million by
+default); beyond that new ones are dropped and counted.
 
 A call is one row (``final = 1``); each of its failed attempts that was retried or fallen back
 from is a row of its own (``final = 0``), so failed attempts show without counting a call twice.
@@ -25,19 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import itertools
 import logging
-import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from meridian.prices import PriceTable
 from meridian.records import AttemptRecord, CallRecord
-from meridian.store import Store
+from meridian.storage import Store
 
 log = logging.getLogger("meridian.ledger")
 
@@ -69,36 +68,9 @@ COLUMNS = (
     "path",
     "final",
 )
-_INSERT = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES "
-_VALUES = f"({', '.join('?' * len(COLUMNS))})"
 Row = tuple[Any, ...]  # one usage row, in COLUMNS order
 # Rows per transaction when a large backlog drains: keeps each hold of the store lock short.
 _CHUNK = 2000
-# Rows per INSERT statement, at most. Python's sqlite3 releases the GIL around every
-# statement step (and reset), and the writer thread must take it back each time, waiting for
-# the event loop to let go: with one statement per row (executemany) the two threads traded
-# the GIL several times per row: ~3 context switches and tens of us of CPU per request
-# under load. A multi-row INSERT inserts up to this many rows in one step (21 columns: 5,376
-# parameters; SQLite before 3.32 allows only 999, and then fewer rows go in each). Smaller
-# statements use power-of-two sizes, so that few distinct statements exist, all kept in the
-# connection's statement cache.
-_ROWS_PER_INSERT = 256
-
-
-@functools.cache
-def _insert_sql(rows: int) -> str:
-    return _INSERT + ", ".join([_VALUES] * rows)
-
-
-def _statements(rows: Sequence[Row], most: int) -> Iterator[tuple[int, list[Any]]]:
-    """``rows`` as (rows per statement, flat parameter list) pieces: pieces of the largest
-    power of two up to ``most`` rows, then the binary digits of the remainder."""
-    start, size = 0, 1 << (max(1, most).bit_length() - 1)
-    while start < len(rows):
-        while start + size > len(rows):
-            size //= 2
-        yield size, list(itertools.chain.from_iterable(rows[start : start + size]))
-        start += size
 
 
 class Ledger:
@@ -255,10 +227,7 @@ class Ledger:
             )
 
     def _insert(self, batch: Sequence[Row]) -> None:
-        with self._store.transaction() as conn:
-            most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(COLUMNS)
-            for size, params in _statements(batch, min(most, _ROWS_PER_INSERT)):
-                conn.execute(_insert_sql(size), params)
+        self._store.append("usage", COLUMNS, batch)
 
     def _delete_before(self, cutoff: float) -> int:
         with self._store.transaction() as conn:
@@ -333,11 +302,10 @@ GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
     "model": ("alias", "provider", "upstream_model"),
     "day": ("day",),
 }
-_GROUP_SQL = {
-    "key": "COALESCE(key_name, '-')",
-    "model": "COALESCE(alias, '-'), COALESCE(provider, '-'), COALESCE(upstream_model, '-')",
-    # Local time: the operator reads days on their own clock.
-    "day": "date(ts, 'unixepoch', 'localtime')",
+_GROUP_SQL: dict[str, tuple[str, ...]] = {
+    "key": ("COALESCE(key_name, '-')",),
+    "model": ("COALESCE(alias, '-')", "COALESCE(provider, '-')", "COALESCE(upstream_model, '-')"),
+    "day": (),  # the store's dialect: a local calendar day
 }
 
 
@@ -360,15 +328,17 @@ def usage_summary(
     store: Store, since: float, by: GroupBy = "key", until: float | None = None
 ) -> list[SummaryRow]:
     """Totals per key, per (alias, provider, upstream model), or per local day."""
-    group = _GROUP_SQL[by]
+    columns = _GROUP_SQL[by] or (store.dialect.local_day("ts"),)
+    group = ", ".join(columns)
     n = len(GROUP_COLUMNS[by])
-    order = "1" if by == "day" else f"{n + 1} DESC, 1"
+    order = "1" if by == "day" else f"{n + 1} DESC, {store.dialect.bytewise(columns[0])}"
     sql = f"""
-        SELECT {group}, SUM(final), SUM(final AND status >= 400), SUM(input_tokens),
-               SUM(output_tokens),
+        SELECT {group}, SUM(final), SUM(CASE WHEN final = 1 AND status >= 400 THEN 1 END),
+               SUM(input_tokens), SUM(output_tokens),
                SUM(cache_read_tokens), SUM(cache_creation_tokens), SUM(reasoning_tokens),
-               TOTAL(cost_usd), SUM(final AND cost_usd IS NULL),
-               AVG(CASE WHEN final THEN latency_ms END)
+               COALESCE(SUM(cost_usd), 0.0),
+               COUNT(CASE WHEN final = 1 AND cost_usd IS NULL THEN 1 END),
+               AVG(CASE WHEN final = 1 THEN latency_ms END)
         FROM usage WHERE ts >= ? AND ts < ?
         GROUP BY {", ".join(str(i + 1) for i in range(n))} ORDER BY {order}
     """
@@ -386,9 +356,11 @@ def usage_summary(
                 cache_read_tokens=c[4],
                 cache_creation_tokens=c[5],
                 reasoning_tokens=c[6],
-                cost_usd=float(r[n + 7]),
+                # Rounded past any precision shown: a sum of floats depends on the order the
+                # database adds them in, and both backends must report the same figures.
+                cost_usd=round(float(r[n + 7]), 9),
                 unpriced=int(r[n + 8]),
-                avg_latency_ms=None if r[n + 9] is None else float(r[n + 9]),
+                avg_latency_ms=None if r[n + 9] is None else round(float(r[n + 9]), 6),
             )
         )
     return out
@@ -433,7 +405,7 @@ def usage_series(
     buckets = max(1, int((until - since + step - 1e-9) // step))
     rows = store.query(
         f"""
-        SELECT CAST((ts - ?) / ? AS INTEGER), COALESCE({column}, '-'), SUM(final),
+        SELECT {store.dialect.bucket("(ts - ?) / ?")}, COALESCE({column}, '-'), SUM(final),
                SUM(input_tokens + output_tokens + cache_read_tokens + cache_creation_tokens)
         FROM usage WHERE ts >= ? AND ts < ? GROUP BY 1, 2
         """,
@@ -474,12 +446,13 @@ def latency_percentiles(
 ) -> list[LatencyRow]:
     """Latency and time-to-first-token percentiles of successful calls, per alias and overall.
 
-    SQLite has no percentile function: the newest ``limit`` rows are sorted here instead.
+    SQLite has no percentile function: the newest ``limit`` rows are sorted here instead, on
+    every backend alike (the same nearest-rank answer from both).
     """
     rows = store.query(
         """
         SELECT COALESCE(alias, '-'), latency_ms, ttft_ms FROM usage
-        WHERE ts >= ? AND ts < ? AND status < 400 AND final AND latency_ms IS NOT NULL
+        WHERE ts >= ? AND ts < ? AND status < 400 AND final = 1 AND latency_ms IS NOT NULL
         ORDER BY ts DESC LIMIT ?
         """,
         (since, _until(until), limit),

@@ -33,7 +33,7 @@ from meridian.auth import Principal
 from meridian.errors import RateLimited
 from meridian.keys import KeyStore, human_time, month_start, next_month_start
 from meridian.model import Usage
-from meridian.store import Store
+from meridian.storage import Store
 
 WINDOW_S = 60.0
 # A caller refused because its own calls in flight hold the limit: try again about then.

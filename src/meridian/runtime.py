@@ -26,7 +26,7 @@ from meridian.calls import Gateway
 from meridian.config import ConfigError, Settings
 from meridian.generation import Generation, build, changed_providers, restart_only_changes
 from meridian.metrics import ProviderState, probe
-from meridian.store import Store
+from meridian.storage import Store
 
 log = logging.getLogger("meridian.runtime")
 

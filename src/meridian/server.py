@@ -38,7 +38,7 @@ from meridian.config import ConfigError, Settings
 from meridian.generation import Generations
 from meridian.health import Health
 from meridian.http.protocol import Guard
-from meridian.keys import KeyStore, StoreKeyResolver
+from meridian.keys import KeyStore
 from meridian.ledger import Ledger
 from meridian.limits import Limiter
 from meridian.logs import RequestLog
@@ -47,8 +47,8 @@ from meridian.prices import PriceTable
 from meridian.providers.base import Provider
 from meridian.records import Observer
 from meridian.redact import redact_store_url
+from meridian.resolver import StoreKeyResolver
 from meridian.runtime import Runtime
-from meridian.store import Store
 from meridian.workers import Supervisor, Worker
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def assemble(settings: Settings, providers: Mapping[str, Provider] | None = None
     """The app for ``settings``; ``providers`` replaces the configured ones (tests, embedding).
     Opens the store: a database that cannot be used raises `StoreError` here, before
     anything listens."""
-    store = Store(settings.storage.path).open()
+    store = settings.storage.store().open()
     keys = KeyStore(store)
     resolver = StoreKeyResolver(keys)
     master = master_key(settings)
@@ -338,7 +338,7 @@ def serve(settings: Settings) -> int:
     if settings.server.workers == 1:
         built = assemble(settings)
     else:
-        Store(settings.storage.path).open().close()  # migrations run once, before any worker
+        settings.storage.store().open().close()  # migrations run once, before any worker
     sockets = [bind(listen) for listen in settings.server.listen]
     raise_fd_limit(settings.server.http.max_connections * 2 + 256)
     logs.startup(

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from deployhelpers import clean_env, meridian
 
-from meridian.keys import KeyStore, StoreKeyResolver
-from meridian.store import Store
+from meridian.keys import KeyStore
+from meridian.resolver import StoreKeyResolver
+from meridian.storage import make_store
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def actions(report: dict) -> dict[str, tuple[str, list[str]]]:  # type: ignore[t
 
 
 def stored(db: Path) -> dict[str, dict]:  # type: ignore[type-arg]
-    store = Store(db).open()
+    store = make_store(str(db)).open()
     try:
         return {k.name: k.as_dict(0) for k in KeyStore(store).list()}
     finally:
@@ -57,7 +58,7 @@ def stored(db: Path) -> dict[str, dict]:  # type: ignore[type-arg]
 
 
 async def resolves(db: Path, secret: str) -> str | None:
-    store = Store(db).open()
+    store = make_store(str(db)).open()
     resolver = StoreKeyResolver(KeyStore(store))
     try:
         principal = await resolver.resolve(secret)

@@ -11,7 +11,7 @@ from keyhelpers import Clock, NewLimiter
 
 from meridian.keys import KeyStore
 from meridian.limits import Limiter
-from meridian.store import Store
+from meridian.storage import Store, make_store
 
 
 @pytest.fixture
@@ -25,8 +25,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    s = Store(db_path).open()
+def store(store_url: str) -> Iterator[Store]:
+    """An open, migrated store on each backend (see `store_url` in tests/conftest.py)."""
+    s = make_store(store_url).open()
     yield s
     s.close()
 

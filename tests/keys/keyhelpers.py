@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from meridian.keys import KeyStore
-from meridian.store import Store
+from meridian.storage import Store
 
 # Makes the limiter under test (the in-memory one or the shared one) over a store.
 NewLimiter = Callable[[KeyStore | Store], Any]

@@ -13,7 +13,8 @@ from starlette.applications import Starlette
 from meridian import admin
 from meridian.auth import Authenticator
 from meridian.errors import AuthenticationFailed
-from meridian.keys import KeyStore, StoreKeyResolver
+from meridian.keys import KeyStore
+from meridian.resolver import StoreKeyResolver
 
 MASTER = "sk-master-test-0123456789"
 AS_MASTER = {"x-api-key": MASTER}

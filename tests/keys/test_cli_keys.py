@@ -14,8 +14,9 @@ from keyhelpers import Clock
 
 from meridian import cli_keys, config
 from meridian.errors import AuthenticationFailed
-from meridian.keys import KeyStore, StoreKeyResolver
-from meridian.store import Store
+from meridian.keys import KeyStore
+from meridian.resolver import StoreKeyResolver
+from meridian.storage import Store
 
 RAW = {
     "providers": {
@@ -26,8 +27,8 @@ RAW = {
 
 
 @pytest.fixture
-def settings(db_path: Path) -> config.Settings:
-    return config.validate({**RAW, "storage": {"path": str(db_path)}}, "test.yaml")
+def settings(store_url: str) -> config.Settings:
+    return config.validate({**RAW, "storage": {"url": store_url}}, "test.yaml")
 
 
 def run(settings: config.Settings, *argv: str) -> int:
@@ -155,10 +156,10 @@ def meridian(config_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 async def test_the_meridian_keys_command_against_a_live_resolver(
-    tmp_path: Path, db_path: Path, store: Store, clock: Clock
+    tmp_path: Path, store_url: str, store: Store, clock: Clock
 ) -> None:
     cfg = tmp_path / "meridian.yaml"
-    cfg.write_text(json.dumps({**RAW, "storage": {"path": str(db_path)}}))  # JSON is YAML
+    cfg.write_text(json.dumps({**RAW, "storage": {"url": store_url}}))  # JSON is YAML
     # A "server" in this process: its resolver reads the same file over its own connection.
     resolver = StoreKeyResolver(KeyStore(store, clock=clock))
     assert await resolver.resolve("mk-" + "z" * 43) is None

@@ -15,7 +15,7 @@ from meridian.auth import Principal
 from meridian.errors import RateLimited
 from meridian.keys import KeyStore
 from meridian.model import Usage
-from meridian.store import Store
+from meridian.storage import Store
 
 APRIL = datetime(2026, 4, 1, tzinfo=UTC).timestamp()
 

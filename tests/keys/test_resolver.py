@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from keyhelpers import T0, Clock
 
 from meridian.auth import Authenticator, Principal
 from meridian.errors import AuthenticationFailed
-from meridian.keys import KeyInfo, KeyStore, StoreKeyResolver
-from meridian.store import Store
+from meridian.keys import KeyInfo, KeyStore
+from meridian.resolver import StoreKeyResolver
+from meridian.storage import Store, make_store
 
 MASTER = "sk-master-test-0123456789"
 
@@ -65,10 +65,10 @@ async def test_changes_through_the_same_keystore_apply_at_once(keys: KeyStore) -
 
 
 async def test_changes_from_another_connection_apply_within_a_second(
-    keys: KeyStore, db_path: Path, clock: Clock
+    keys: KeyStore, store_url: str, clock: Clock
 ) -> None:
     resolver = StoreKeyResolver(keys)
-    other_store = Store(db_path).open()  # as `meridian keys` in another process would
+    other_store = make_store(store_url).open()  # as `meridian keys` in another process would
     other = KeyStore(other_store, clock=clock)
     try:
         assert await resolver.resolve("mk-" + "q" * 43) is None  # cache loaded, empty
@@ -82,6 +82,33 @@ async def test_changes_from_another_connection_apply_within_a_second(
         clock.advance(0.6)
         with pytest.raises(AuthenticationFailed, match="key 'cli-made' was revoked"):
             await resolver.resolve(secret)
+    finally:
+        other_store.close()
+
+
+async def test_a_key_revoked_on_one_replica_is_refused_by_another_within_its_refresh(
+    keys: KeyStore, store_url: str, clock: Clock
+) -> None:
+    # Two replicas: each its own store (its own connections) and resolver on one database.
+    other_store = make_store(store_url).open()
+    here, there = keys, KeyStore(other_store, clock=clock)
+    try:
+        secret, _ = here.create("shared")
+        mine, theirs = StoreKeyResolver(here), StoreKeyResolver(there)
+        assert await mine.resolve(secret) is not None
+        assert await theirs.resolve(secret) is not None
+        there.revoke("shared")  # the admin API of the other replica
+        with pytest.raises(AuthenticationFailed, match="revoked"):
+            await theirs.resolve(secret)  # its own write: at once
+        clock.advance(1.0)
+        with pytest.raises(AuthenticationFailed, match="revoked"):
+            await mine.resolve(secret)  # within its one-second refresh
+        if store_url.startswith("postgresql"):
+            # A last_used_at write is not a key change: no replica reloads for it. (SQLite's
+            # data_version counts every write of another connection.)
+            version = here.data_version()
+            there.touch({1: clock()})
+            assert here.data_version() == version
     finally:
         other_store.close()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from meridian.store import Store
+from meridian.storage import Store, make_store
 
 
 @pytest.fixture
@@ -16,7 +16,8 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    s = Store(db_path).open()
+def store(store_url: str) -> Iterator[Store]:
+    """An open, migrated store on each backend (see `store_url` in tests/conftest.py)."""
+    s = make_store(store_url).open()
     yield s
     s.close()

@@ -24,7 +24,7 @@ from meridian.ledger import Ledger
 from meridian.metrics import Metrics
 from meridian.model import Usage
 from meridian.records import CallRecord
-from meridian.store import Store
+from meridian.storage import Store, make_store
 
 MASTER_KEY = "sk-test-master-key-0123456789"
 T0 = 1_780_000_000.0  # a fixed "now" for clock-driven tests (2026-05-28)
@@ -137,7 +137,7 @@ def create_keys(db: Path, *names: str) -> dict[str, str]:
     """Client keys made the way ``meridian keys create`` makes them: name -> secret."""
     from meridian.keys import KeyStore
 
-    store = Store(db).open()
+    store = make_store(str(db)).open()
     try:
         keys = KeyStore(store)
         return {name: keys.create(name)[0] for name in names}

@@ -25,7 +25,7 @@ from meridian.model import Usage
 from meridian.prices import PriceTable
 from meridian.records import CallRecord
 from meridian.runtime import Runtime
-from meridian.store import Store
+from meridian.storage import Store
 
 
 class Subscription:

@@ -39,7 +39,7 @@ from fakes import FakeAnthropic, FakeOpenAI, Reply
 from meridian.ledger import Ledger
 from meridian.model import Usage
 from meridian.prices import PriceTable
-from meridian.store import Store
+from meridian.storage import make_store
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -163,7 +163,7 @@ def seed_history(db: Path) -> int:
                 records.append(r)
 
     async def write() -> None:
-        store = Store(db).open()
+        store = make_store(str(db)).open()
         ledger = Ledger(store, PriceTable())
         for r in records:
             ledger.record(r)

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fakes import FakeAnthropic, FakeOpenAI
 from meridian import logs
-from meridian.store import Store
+from meridian.storage import make_store
 
 N = 40
 
@@ -73,9 +73,14 @@ async def burst(url: str) -> None:
 
 
 def test_burst_is_recorded_exactly(
-    fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, tmp_path: Path, log_stream: io.StringIO
+    fake_openai: FakeOpenAI,
+    fake_anthropic: FakeAnthropic,
+    tmp_path: Path,
+    log_stream: io.StringIO,
+    store_url: str,
 ) -> None:
-    conf = settings(upstreams(fake_openai.url, fake_anthropic.url), tmp_path)
+    raw = {**upstreams(fake_openai.url, fake_anthropic.url), "storage": {"url": store_url}}
+    conf = settings(raw, tmp_path)
     wired = wire(conf)
     with LoopbackServer(wired.app) as server:
         asyncio.run(asyncio.wait_for(burst(server.url), 60))
@@ -85,11 +90,11 @@ def test_burst_is_recorded_exactly(
 
     replies = [r.reply for r in fake_openai.requests + fake_anthropic.requests if r.reply]
     assert len(replies) == N
-    store = Store(conf.storage.path).open()
+    store = make_store(store_url).open()
     try:
         row = store.query(
             "SELECT COUNT(*), COUNT(DISTINCT request_id), SUM(input_tokens), SUM(output_tokens), "
-            "SUM(stream), SUM(status = 200), COUNT(cost_usd) FROM usage"
+            "SUM(stream), COUNT(CASE WHEN status = 200 THEN 1 END), COUNT(cost_usd) FROM usage"
         )[0]
         per_alias = dict(store.query("SELECT alias, COUNT(*) FROM usage GROUP BY alias"))
     finally:

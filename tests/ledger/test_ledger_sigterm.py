@@ -14,7 +14,7 @@ import openai
 from ledgerhelpers import MASTER_KEY, upstreams
 
 from fakes import FakeAnthropic, FakeOpenAI
-from meridian.store import Store
+from meridian.storage import make_store
 
 SCRIPT = Path(__file__).with_name("serve_wired.py")
 N = 6
@@ -96,7 +96,7 @@ def test_sigterm_flushes_the_ledger(
             proc.wait(10)
     assert errors == []
     replies = [r.reply for r in fake_openai.requests + fake_anthropic.requests if r.reply]
-    store = Store(db).open()
+    store = make_store(str(db)).open()
     try:
         count, inp, out = store.query(
             "SELECT COUNT(*), SUM(input_tokens), SUM(output_tokens) FROM usage"

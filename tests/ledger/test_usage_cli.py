@@ -18,13 +18,20 @@ from meridian.ledger import Ledger
 from meridian.model import Usage
 from meridian.prices import PriceTable
 from meridian.records import CallRecord
-from meridian.store import Store
+from meridian.storage import Store
 
 HOUR = 3600.0
 
 
 @pytest.fixture
-def config_file(tmp_path: Path, db_path: Path) -> Path:
+def config_file(tmp_path: Path, store_url: str) -> Path:
+    path = tmp_path / "meridian.yaml"
+    path.write_text(f"storage:\n  url: {store_url}\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def sqlite_config(tmp_path: Path, db_path: Path) -> Path:
     path = tmp_path / "meridian.yaml"
     path.write_text(f"storage:\n  path: {db_path}\n", encoding="utf-8")
     return path
@@ -117,20 +124,20 @@ def test_by_day(
     assert {r["day"]: int(r["requests"]) for r in rows} == days
 
 
-def test_bad_since(capsys: pytest.CaptureFixture[str], config_file: Path) -> None:
-    code, _, err = run_cli(capsys, "-c", str(config_file), "--since", "last tuesday")
+def test_bad_since(capsys: pytest.CaptureFixture[str], sqlite_config: Path) -> None:
+    code, _, err = run_cli(capsys, "-c", str(sqlite_config), "--since", "last tuesday")
     assert code == 2
     assert "--since" in err and "7d" in err
 
 
 def test_no_database_yet(
-    capsys: pytest.CaptureFixture[str], config_file: Path, db_path: Path
+    capsys: pytest.CaptureFixture[str], sqlite_config: Path, db_path: Path
 ) -> None:
-    code, out, err = run_cli(capsys, "-c", str(config_file), "--csv")
+    code, out, err = run_cli(capsys, "-c", str(sqlite_config), "--csv")
     assert code == 0
     assert out.splitlines()[0].startswith("key,requests,errors,input_tokens")
     assert not db_path.exists()
-    code, _, err = run_cli(capsys, "-c", str(config_file))
+    code, _, err = run_cli(capsys, "-c", str(sqlite_config))
     assert code == 0 and "no usage recorded yet" in err
 
 

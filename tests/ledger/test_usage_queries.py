@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from ledgerhelpers import T0, rec
@@ -18,7 +21,7 @@ from meridian.ledger import (
 from meridian.model import Usage
 from meridian.prices import PriceTable
 from meridian.records import CallRecord
-from meridian.store import Store
+from meridian.storage import Store, make_store
 
 HOUR = 3600.0
 
@@ -159,3 +162,27 @@ def test_recent_errors_newest_first(store: Store, filled: list[CallRecord]) -> N
     failed = sorted((r for r in filled if r.status >= 400), key=lambda r: -r.started_at)
     assert [e["request_id"] for e in errors] == [r.request_id for r in failed[:3]]
     assert errors[0]["status"] == 500 and errors[0]["error_type"] == "api_error"
+
+
+@pytest.fixture
+def far_east(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The reader's clock 14 hours ahead of UTC (a time zone no database server defaults to)."""
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+async def test_days_are_split_on_the_readers_clock(far_east: None, store_url: str) -> None:
+    store = make_store(store_url).open()  # opened in that zone, as `meridian usage` would be
+    try:
+        ledger = Ledger(store, PriceTable())
+        midnight = datetime(2026, 5, 29, tzinfo=ZoneInfo("Pacific/Kiritimati")).timestamp()
+        for n, ts in enumerate((midnight - 1800, midnight + 1800, midnight + 3600)):
+            ledger.record(rec(n, started_at=ts))
+        await ledger.aclose()
+        rows = usage_summary(store, 0.0, "day")
+        assert [(r.group, r.requests) for r in rows] == [(("2026-05-28",), 1), (("2026-05-29",), 2)]
+    finally:
+        store.close()
