@@ -1,6 +1,7 @@
-"""Two meridian replicas on one Redis and one store file, as a load balancer would run them:
-a key's limits hold across both, judged by what the upstream received, and a replica that
-dies mid-call does not hold its reservation for ever."""
+"""Two meridian replicas on one Redis and one store (a SQLite file, or a PostgreSQL
+database), as a load balancer would run them: a key's limits hold across both, judged by what
+the upstream received, the shared ledger has every call exactly once, and a replica that dies
+mid-call does not hold its reservation for ever."""
 
 from __future__ import annotations
 
@@ -32,14 +33,18 @@ PER_CALL = 30  # tokens the fake reports for every call: 10 in, 20 out (= max_to
 
 @pytest.fixture
 def replicas(
-    fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, tmp_path: Path, redis_url: str
+    fake_openai: FakeOpenAI,
+    fake_anthropic: FakeAnthropic,
+    tmp_path: Path,
+    redis_url: str,
+    store_url: str,
 ) -> Iterator[tuple[Gateway, Gateway]]:
     raw = two_upstreams(fake_openai.url, fake_anthropic.url)
     # Two replicas, 50 clients and the fake upstream share one Python process here: its
     # event loops can lag past the default 1 s, which would count as Redis failing (and
     # fall back to per-replica limits). These tests are about the limits, so 5 s.
     raw["limits"] = {"redis_url": redis_url, "timeout_s": 5}
-    # The same tmp_path: the same store file.
+    raw["storage"] = {"url": store_url}  # both replicas on the same database
     with Gateway.start(raw, tmp_path) as one, Gateway.start(raw, tmp_path) as two:
         yield one, two
 
@@ -110,6 +115,11 @@ def test_a_limit_holds_across_two_replicas(
     # Both replicas refused some: neither admitted on its own account.
     assert {statuses[i] for i in range(0, N, 2)} >= {429}
     assert {statuses[i] for i in range(1, N, 2)} >= {429}
+    # The shared ledger: every call once, answered or refused, from whichever replica.
+    two.flush_ledger()
+    rows = one.usage_rows("key_name IS NOT NULL")
+    assert sorted(r["status"] for r in rows) == sorted(statuses)
+    assert len({r["request_id"] for r in rows}) == N
 
 
 def poll(condition: Callable[[], bool], what: str, bound_s: float = 120) -> None:
@@ -125,6 +135,7 @@ def test_a_reservation_of_a_replica_killed_mid_call_expires(
     fake_openai: FakeOpenAI,
     tmp_path: Path,
     redis_url: str,
+    store_url: str,
 ) -> None:
     one, _ = replicas
     key = new_key(one, max_parallel=1)
@@ -140,7 +151,7 @@ def test_a_reservation_of_a_replica_killed_mid_call_expires(
                     "master_key": MASTER_KEY,
                     "request_timeout_s": 20,
                 },
-                "storage": {"path": str(tmp_path / "meridian.db")},
+                "storage": {"url": store_url},
                 "limits": {"redis_url": redis_url},
                 "providers": {
                     "oai": {"type": "openai", "api_key": "sk-o", "base_url": fake_openai.url}
