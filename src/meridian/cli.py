@@ -94,6 +94,27 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe_redis(settings: Settings) -> tuple[bool, str]:
+    """Whether the Redis of ``limits.redis_url`` answers, and what `meridian check` says."""
+    from meridian.limits_redis import StoreUnavailable, connect
+
+    assert settings.limits.redis_url is not None
+    url = settings.limits.redis_url.get_secret_value()
+
+    async def ping() -> None:
+        limits = connect(url, timeout_s=settings.limits.timeout_s)
+        try:
+            await limits.ping()
+        finally:
+            await limits.aclose()
+
+    try:
+        asyncio.run(ping())
+    except StoreUnavailable as exc:
+        return False, f"Redis does not answer: {exc}"
+    return True, "connected"
+
+
 def _check(settings: Settings, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
@@ -116,6 +137,17 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     else:
         console.print(database, highlight=False, soft_wrap=True)
         console.print(f"[red]error[/red] {escape(state)}", highlight=False, soft_wrap=True)
+    if settings.limits.redis_url is not None:
+        from meridian.redact import redact_store_url
+
+        redis_ok, said = _probe_redis(settings)
+        where = f"limits: {redact_store_url(settings.limits.redis_url.get_secret_value())}"
+        if redis_ok:
+            console.print(f"{where} ({said})", highlight=False, soft_wrap=True)
+        else:
+            console.print(where, highlight=False, soft_wrap=True)
+            console.print(f"[red]error[/red] {escape(said)}", highlight=False, soft_wrap=True)
+        usable = usable and redis_ok
     console.print(f"master key: {masterkey.describe(settings)}", highlight=False, soft_wrap=True)
     if not usable:
         return 1

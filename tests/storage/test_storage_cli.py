@@ -155,3 +155,21 @@ def test_serve_refuses_an_unreachable_database_in_one_line(
     assert done.returncode == 2
     assert "password authentication failed" in done.stderr
     assert "Traceback" not in done.stderr and "not-it" not in done.stderr
+
+
+def test_check_pings_the_redis_of_shared_limits(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, redis_url: str
+) -> None:
+    path = tmp_path / "meridian.yaml"
+    store = f"sqlite:///{tmp_path / 'meridian.db'}"
+    for url, code_wanted, words in (
+        (redis_url, 0, "(connected)"),
+        (f"unix://{tmp_path / 'no-redis.sock'}", 1, "error Redis does not answer"),
+    ):
+        path.write_text(
+            json.dumps({**RAW, "storage": {"url": store}, "limits": {"redis_url": url}}),
+            encoding="utf-8",
+        )
+        code, out, _ = run(capsys, "check", "--config", str(path))
+        assert code == code_wanted, out
+        assert f"limits: {url}" in out and words in " ".join(out.split()), out
