@@ -27,6 +27,7 @@ from redisserver import RedisServer
 
 ANSIBLE_DIR = REPO / "deploy" / "ansible"
 ROLE = ANSIBLE_DIR / "roles" / "meridian"
+MERIDIAN_BIN = REPO / ".venv" / "bin" / "meridian"  # this checkout's, as the role's venv has it
 MASTER = "m" * 24
 # Every character a URL gives a meaning to, and the ones the environment file cannot carry
 # verbatim: the role must encode them, and meridian's drivers decode them.
@@ -335,3 +336,67 @@ def test_the_unit_is_the_same_with_workers(ansible_bin: Path, tmp_path: Path) ->
     text = (ROLE / "templates" / "meridian.service.j2").read_text()
     assert not re.search(r"workers|redis|storage_url|TasksMax|MemoryDenyWriteExecute=yes", text)
     assert "KillMode=mixed" in text and "ExecReload=/bin/kill -HUP $MAINPID" in text
+
+
+MIGRATE = """\
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - ansible.builtin.include_role:
+        name: meridian
+        tasks_from: migrate.yml
+"""
+
+
+def test_the_roles_migrate_task_migrates_postgresql_once_then_reports_no_change(
+    ansible_bin: Path, tmp_path: Path, postgres: PostgresServer, pg_password: str
+) -> None:
+    """The role's own `meridian migrate` task, run here with the rendered files and this
+    checkout's meridian: changed on an empty database, unchanged on the next run."""
+    database = postgres.new_database()
+    url = f"postgresql://{PASSWORD_ROLE}@127.0.0.1:{postgres.port}/{database}"
+    r = render(
+        ansible_bin,
+        tmp_path,
+        {"meridian_storage_url": url, "meridian_storage_password": pg_password},
+    )
+    playbook = tmp_path / "migrate.yml"
+    playbook.write_text(MIGRATE)
+    extra = tmp_path / "migrate-vars.json"
+    extra.write_text(
+        json.dumps(
+            {
+                "meridian_config_dir": str(r.config_path.parent),
+                "meridian_bin": str(MERIDIAN_BIN),
+                "meridian_master_key": MASTER,
+            }
+        )
+    )
+    local = ["-i", "localhost,", "-c", "local", "-e", f"@{extra}"]
+    results = []
+    for _ in range(2):
+        proc = subprocess.run(
+            [str(ansible_bin / "ansible-playbook"), *local, str(playbook)],
+            capture_output=True,
+            text=True,
+            cwd=ANSIBLE_DIR,
+            env=ansible_env(
+                tmp_path,
+                ANSIBLE_ROLES_PATH=str(ROLE.parent),
+                ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+            ),
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+        [task] = [
+            t["hosts"]["localhost"]
+            for play in json.loads(proc.stdout)["plays"]
+            for t in play["tasks"]
+            if t["task"]["name"].endswith("Run the database's migrations")
+        ]
+        results.append(task)
+    first, second = results
+    assert first["changed"] and " -> " in first["stdout"], first["stdout"]
+    assert not second["changed"] and "up to date" in second["stdout"], second["stdout"]
+    assert f"postgresql://***@127.0.0.1:{postgres.port}/{database}" in first["stdout"]
