@@ -68,6 +68,34 @@ SECRET = "mk-" + "S" * 43
             "meridian_client_keys[0] (two words) needs a name",
         ),
         ({"meridian_wheelhouse": "/nonexistent.tar"}, "(now: /nonexistent.tar)"),
+        # The scaling variables: passwords stay out of the config file, workers need Redis.
+        (
+            {"meridian_storage_url": f"postgresql://meridian:{SECRET}@db.lan/meridian"},
+            "A password written into a URL is refused (in: meridian_storage_url)",
+        ),
+        (
+            {"meridian_limits": {"redis_url": f"redis://:{SECRET}@10.0.0.5:6379/0"}},
+            "(in: meridian_limits.redis_url)",
+        ),
+        (
+            {
+                "meridian_storage_url": "postgresql://meridian@db.lan/meridian",
+                "meridian_storage": {"url": "postgresql://meridian@db2.lan/meridian"},
+            },
+            "(postgresql://USER@HOST/DB; not also meridian_storage.url)",
+        ),
+        ({"meridian_storage_password": SECRET}, "its password as meridian_storage_password"),
+        ({"meridian_workers": 2}, "meridian_workers: 2 needs meridian_limits.redis_url"),
+        (
+            {
+                "meridian_workers": 2,
+                "meridian_limits": {"redis_url": "redis://10.0.0.5:6379/0"},
+                "meridian_redis_password": SECRET,
+                "meridian_storage_url": "postgresql://meridian@db.lan/meridian",
+                "meridian_storage_password": SECRET,
+            },
+            None,
+        ),
     ],
 )
 def test_the_role_refuses_bad_variables_before_changing_anything(

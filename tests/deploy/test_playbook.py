@@ -25,6 +25,7 @@ import yaml
 from deployhelpers import REPO, ansible_env, free_port, get, wait_healthy
 
 from fakes import FakeAnthropic, FakeOpenAI
+from redisserver import RedisServer
 
 MASTER = "sk-master-test-0123456789abcdef"
 KEYS = {  # as `meridian keys generate` makes them
@@ -49,6 +50,7 @@ class Deployment:
     openai_port: int
     upstream: FakeOpenAI
     anthropic: FakeAnthropic  # what the Claude CLI calls, for the claude-code provider "cli"
+    variables: dict[str, Any]  # what the playbook was given
 
 
 def playbook(ansible_bin: Path, tmp: Path, root: Path, variables: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +152,9 @@ def deployed(
             "meridian_node_exporter": True,
         }
         runs = [playbook(ansible_bin, tmp, debian_root, variables) for _ in range(2)]
-        yield Deployment(debian_root, runs, anthropic_port, openai_port, upstream, anthropic)
+        yield Deployment(
+            debian_root, runs, anthropic_port, openai_port, upstream, anthropic, variables
+        )
 
 
 def stats(run: dict[str, Any]) -> dict[str, int]:
@@ -623,3 +627,144 @@ def test_the_documented_backup_and_restore_work(deployed: Deployment) -> None:
     db = deployed.root / "var/lib/meridian/meridian.db"
     users = ids(deployed.root, "passwd")
     assert (users[db.stat().st_uid], stat.S_IMODE(db.stat().st_mode)) == ("meridian", 0o600)
+
+
+# --- Scaled up: a third run with workers and Redis-shared limits -----------------------------
+# After every test above (they read the first deployment): the same root, the same variables
+# plus `meridian_workers: 2` and a Redis URL whose password the role keeps in the environment
+# file. A real redis-server on this host's loopback (the chroot shares its network), with a
+# password, stands in for the fleet's Redis.
+REDIS_PASSWORD = "redis/pass@word:1"
+
+
+@dataclass
+class Scaled:
+    root: Path
+    run: dict[str, Any]
+    redis: RedisServer
+    responses: dict[str, Any]
+    output: str
+    exit_code: int
+    trace: Path
+
+
+def redis_over_tcp(tmp: Path) -> tuple[RedisServer, int]:
+    redis = RedisServer(tmp, password=REDIS_PASSWORD).start()
+    port = free_port()
+    assert redis.command("CONFIG", "SET", "port", str(port)) == "+OK"  # and loopback TCP
+    return redis, port
+
+
+def generations(url: str) -> dict[str, int]:
+    """Each worker's config generation, from the merged /metrics."""
+    status, body = get(url + "/metrics")
+    assert status == 200, body
+    found = re.findall(rb'meridian_config_generation\{[^}]*worker="(\d+)"[^}]*\} ([0-9.]+)', body)
+    return {w.decode(): int(float(v)) for w, v in found}
+
+
+def until(condition: Any, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def scaled(
+    ansible_bin: Path,
+    deployed: Deployment,
+    wheelhouse: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Any:
+    tmp = tmp_path_factory.mktemp("scaled")
+    redis, port = redis_over_tcp(tmp / "redis")
+    try:
+        variables = json.loads(json.dumps(deployed.variables))  # a deep copy
+        variables["meridian_workers"] = 2
+        variables["meridian_limits"] = {"redis_url": f"redis://127.0.0.1:{port}/0"}
+        variables["meridian_redis_password"] = REDIS_PASSWORD
+        # A limit on the key the calls use, so that admitting them goes through Redis.
+        variables["meridian_client_keys"][0]["rpm"] = 1000
+        run = playbook(ansible_bin, tmp, deployed.root, variables)
+        trace = tmp / "service.trace"
+        argv, env = unit_command(deployed.root)
+        proc = subprocess.Popen(
+            [STRACE, "-f", "-qq", "-o", str(trace), *argv],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        oai = f"http://127.0.0.1:{deployed.openai_port}"
+        chat = {"model": "direct_gpt-4o-mini", "messages": [{"role": "user", "content": "ping"}]}
+        responses: dict[str, Any] = {}
+        try:
+            wait_healthy(oai, proc)
+            until(lambda: set(generations(oai)) == {"0", "1"}, "both workers in /metrics")
+            responses["calls"] = [
+                post(oai + "/v1/chat/completions", KEYS["open-webui"], chat) for _ in range(4)
+            ]
+            responses["redis_keys"] = redis.command("DBSIZE")
+            responses["reloaded"] = reload_with_an_alias_added(deployed.root, proc, oai)
+            # SIGHUP went to the supervisor (systemd's main PID): both workers reloaded.
+            until(
+                lambda: all(g >= 2 for g in generations(oai).values()),
+                f"both workers reloaded: {generations(oai)}",
+            )
+            responses["generations"] = generations(oai)
+        finally:
+            signal_service(proc, signal.SIGTERM)
+            out, err = proc.communicate(timeout=120)
+        yield Scaled(deployed.root, run, redis, responses, out + err, proc.returncode, trace)
+    finally:
+        redis.stop()
+
+
+def test_scaling_up_installs_the_redis_extra_and_keeps_the_password_out_of_the_config(
+    scaled: Scaled,
+) -> None:
+    assert stats(scaled.run)["failures"] == 0 and stats(scaled.run)["changed"] > 0
+    etc = scaled.root / "etc/meridian"
+    config = yaml.safe_load((etc / "meridian.yaml").read_text())
+    assert config["server"]["workers"] == 2
+    assert config["limits"]["redis_url"].startswith("redis://:${MERIDIAN_REDIS_PASSWORD}@")
+    assert REDIS_PASSWORD not in (etc / "meridian.yaml").read_text()
+    assert "MERIDIAN_REDIS_PASSWORD='redis%2Fpass%40word%3A1'" in (etc / "meridian.env").read_text()
+    out = in_root(scaled.root, "/opt/meridian/venv/bin/python -c 'import redis'")
+    assert out.returncode == 0, out.stderr
+    # The unit is the same with workers: nothing in it depends on them.
+    rendered = (scaled.root / "etc/systemd/system/meridian.service").read_text()
+    assert directives(rendered) == directives((REPO / "deploy/meridian.service").read_text())
+
+
+def test_two_workers_serve_share_limits_in_redis_and_reload_on_sighup(scaled: Scaled) -> None:
+    r = scaled.responses
+    for status, body in r["calls"]:
+        assert status == 200, body
+    assert r["redis_keys"] not in (":0", ""), r["redis_keys"]  # the limits are kept there
+    status, body = r["reloaded"]
+    assert status == 200, body
+    assert r["generations"] == {"0": 2, "1": 2}, r["generations"]
+    assert "supervising 2 workers" in scaled.output
+    assert scaled.output.count("configuration reloaded") == 2
+    assert scaled.exit_code == 0, scaled.output
+    assert REDIS_PASSWORD not in scaled.output
+
+
+def test_the_supervisor_and_workers_pass_the_units_filter(scaled: Scaled) -> None:
+    """The fork, the signal forwarding and the Redis connections, against SystemCallFilter=
+    and RestrictAddressFamilies= as for one process above."""
+    calls, lines = service_syscalls(scaled.trace)
+    assert {"clone", "wait4", "rt_sigtimedwait"} <= set(calls), sorted(calls)
+    unit = directives((scaled.root / "etc/systemd/system/meridian.service").read_text())
+    allowed: set[str] = set()
+    for f in (line.split("=", 1)[1] for line in unit if line.startswith("SystemCallFilter=")):
+        if f.startswith("~"):
+            allowed -= syscall_set(*f[1:].split())
+        else:
+            allowed |= syscall_set(*f.split())
+    assert set(calls) - allowed == set(), {n: calls[n] for n in set(calls) - allowed}
+    [families] = [line.split("=", 1)[1] for line in unit if line.startswith("RestrictAddress")]
+    used = {m.group(1) for _, line in lines if (m := re.search(r"socket\((AF_[A-Z0-9]+)", line))}
+    assert used and used <= set(families.split()), used
