@@ -1,6 +1,6 @@
 """Scaling (issue 11): PostgreSQL + Redis against SQLite + in-memory limits, and workers.
 
-    .venv/bin/python bench/scaling.py                 # ~6 minutes
+    .venv/bin/python bench/scaling.py                 # ~3 minutes
     .venv/bin/python bench/scaling.py --smoke         # seconds: what the smoke test runs
     .venv/bin/python bench/scaling.py --update-docs   # also rewrites docs/bench.md's table
 
