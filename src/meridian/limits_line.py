@@ -94,6 +94,33 @@ class Line:
             # Redis restarted, or the cache was flushed: nothing ran. EVAL caches it again.
             return await self.call(["EVAL", script.body, *tail])
 
+    def script_now(
+        self, script: Script, keys: Sequence[str], args: Sequence[str]
+    ) -> asyncio.Future[Any] | None:
+        """Write the script's call now, with no await, and return the future of its reply;
+        None when there is no connection to write on (then use `script`). Redis runs what is
+        written on one connection in order: a call made after this one, on this line, sees
+        its effects."""
+        line = self._current
+        # redis-py 8.1 (pinned) keeps the connection's asyncio stream writer here; its public
+        # send_packed_command is a coroutine, so it could not write before an await.
+        writer = None if line is None or line.broken else getattr(line.conn, "_writer", None)
+        if line is None or writer is None or writer.is_closing():
+            return None
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        line.waiting.append(reply)
+        writer.write(pack(["EVALSHA", script.sha, str(len(keys)), *keys, *args]))
+        return reply
+
+    async def finish(
+        self, sent: asyncio.Future[Any], script: Script, keys: Sequence[str], args: Sequence[str]
+    ) -> Any:
+        """The reply to what `script_now` wrote."""
+        try:
+            return await sent
+        except redis.exceptions.NoScriptError:
+            return await self.call(["EVAL", script.body, str(len(keys)), *keys, *args])
+
     async def _connect(self) -> _Connection:
         async with self._connecting:
             line = self._current

@@ -23,7 +23,7 @@ Errors of the client library are mapped here, once, to `StoreUnavailable`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, overload
 
@@ -185,6 +185,27 @@ class RedisLimits:
     ) -> Snapshot | None:
         """Settle (once: sent again, it does nothing), and return ``seen`` brought up to
         date with the key's state after it."""
+        _, done = self.start_settle(
+            key_id, member, now, tokens, usd,
+            month=month, count_tokens=count_tokens, hold_s=hold_s, seen=seen,
+        )  # fmt: skip
+        return await done
+
+    def start_settle(
+        self,
+        key_id: int,
+        member: str,
+        now: float,
+        tokens: int,
+        usd: float,
+        *,
+        month: str,
+        count_tokens: bool,
+        hold_s: float,
+        seen: Snapshot | None = None,
+    ) -> tuple[bool, Coroutine[Any, Any, Snapshot | None]]:
+        """`settle`, written to Redis now if the connection is up (then True: an admission
+        sent after this returns runs after the settle), and the coroutine of its result."""
         keys = self._keys(key_id, month)
         args = [
             f"{member}",
@@ -196,7 +217,19 @@ class RedisLimits:
             str(int(hold_s) + _KEEP_S),
         ]
         keys = [keys[0], keys[2], keys[3], keys[4], self._mark(key_id, args[1])]
-        out = (await self._run(self._settle, keys, args)).split(b" ")
+        sent = self._line.script_now(self._settle, keys, args)
+        return sent is not None, self._settled(sent, keys, args, tokens, usd, seen)
+
+    async def _settled(
+        self,
+        sent: asyncio.Future[Any] | None,
+        keys: list[str],
+        args: list[str],
+        tokens: int,
+        usd: float,
+        seen: Snapshot | None,
+    ) -> Snapshot | None:
+        out = (await self._run(self._settle, keys, args, sent)).split(b" ")
         if seen is None or out[0] == b"-2":
             return None
         version, rtok, rusd, par, tokw, tlast = out
@@ -230,11 +263,19 @@ class RedisLimits:
     async def aclose(self) -> None:
         await self._line.aclose()
 
-    async def _run(self, script: Script | None, keys: list[str], args: list[str]) -> Any:
+    async def _run(
+        self,
+        script: Script | None,
+        keys: list[str],
+        args: list[str],
+        sent: asyncio.Future[Any] | None = None,
+    ) -> Any:
         try:
             async with asyncio.timeout(self._timeout):
                 if script is None:
                     return await self._line.call(["PING"])
+                if sent is not None:
+                    return await self._line.finish(sent, script, keys, args)
                 return await self._line.script(script, keys, args)
         except TimeoutError as exc:
             # What else waits on the connection may never come either: start afresh.
