@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,7 @@ def compare(args: argparse.Namespace) -> None:
     finally:
         if redis is not None:
             redis.stop()
+        shutil.rmtree(work, ignore_errors=True)
     print(
         f"`python bench/limits.py --baseline {args.baseline} --reps {args.reps} --calls "
         f"{args.calls}` ({time.strftime('%Y-%m-%d')}, load average before {load:.2f}): "
