@@ -36,10 +36,12 @@ def passthrough_paths(paths: list[str]) -> list[str]:
     return [p for p in paths if not PATHS[p].translated]
 
 
-def create_client_key(base: str) -> str:
-    """A client key without limits, made the way an operator would: the admin API."""
+def create_client_key(base: str, limits: dict[str, int] | None = None) -> str:
+    """A client key, without limits unless given some (``{"rpm": ...}``), made the way an
+    operator would: the admin API."""
+    body = {"name": KEY_NAME, "rpm": None, **(limits or {})}
     req = urllib.request.Request(
-        base + "/admin/keys", data=orjson.dumps({"name": KEY_NAME, "rpm": None}), method="POST",
+        base + "/admin/keys", data=orjson.dumps(body), method="POST",
         headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         if resp.status != 201:

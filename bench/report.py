@@ -307,11 +307,13 @@ MARK_START = "<!-- bench:results:start -->"
 MARK_END = "<!-- bench:results:end -->"
 
 
-def update_docs(doc: Path, block: str) -> None:
-    """Replace the results block of docs/bench.md (between the markers) with `block`."""
-    text = doc.read_text() if doc.exists() else f"# Benchmark\n\n{MARK_START}\n{MARK_END}\n"
-    start, end = text.find(MARK_START), text.find(MARK_END)
+def update_docs(doc: Path, block: str, marks: tuple[str, str] = (MARK_START, MARK_END)) -> None:
+    """Replace a block of docs/bench.md (between the markers `marks`, the results' by
+    default) with `block`."""
+    first, last = marks
+    text = doc.read_text() if doc.exists() else f"# Benchmark\n\n{first}\n{last}\n"
+    start, end = text.find(first), text.find(last)
     if start < 0 or end < start:
-        text = text.rstrip() + f"\n\n{MARK_START}\n{MARK_END}\n"
-        start, end = text.find(MARK_START), text.find(MARK_END)
-    doc.write_text(text[: start + len(MARK_START)] + "\n" + block.strip() + "\n" + text[end:])
+        text = text.rstrip() + f"\n\n{first}\n{last}\n"
+        start, end = text.find(first), text.find(last)
+    doc.write_text(text[: start + len(first)] + "\n" + block.strip() + "\n" + text[end:])

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -54,10 +55,13 @@ def meridian_command(explicit: str | None) -> list[str]:
 def meridian_server(
     workdir: Path, upstream_port: int, command: list[str], *, ledger: bool = True,
     name: str = "meridian", env: dict[str, str] | None = None, responses_api: bool = False,
+    sections: dict[str, dict[str, Any]] | None = None,
 ) -> Server:
     """meridian on the fake upstream; ``ledger=False`` sets ``storage.usage_ledger: false``;
     ``env`` adds to its environment (e.g. a PYTHONPATH to another version's source);
-    ``responses_api`` says the OpenAI upstream serves /v1/responses itself."""
+    ``responses_api`` says the OpenAI upstream serves /v1/responses itself; ``sections``
+    adds settings to the config's sections (``{"limits": {"redis_url": ...}}``; a
+    ``storage.url`` replaces the SQLite file)."""
 
     def launch(port: int) -> list[str]:
         up = f"http://127.0.0.1:{upstream_port}"
@@ -74,6 +78,10 @@ def meridian_server(
                 ANTHROPIC_ALIAS: {"provider": "fake_ant", "model": ANTHROPIC_MODEL},
             },
         }
+        for section, values in (sections or {}).items():
+            config.setdefault(section, {}).update(values)
+        if "url" in config["storage"]:
+            del config["storage"]["path"]
         path = workdir / f"meridian-{port}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return [*command, "serve", "--config", str(path)]

@@ -23,7 +23,7 @@ Errors of the client library are mapped here, once, to `StoreUnavailable`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, overload
 
@@ -34,6 +34,7 @@ from redis.backoff import NoBackoff
 
 from meridian.auth import Principal
 from meridian.keys import next_month_start
+from meridian.limits_line import Line, Script
 from meridian.limits_scripts import ADMIT, RELEASE, SETTLE
 
 # Keys outlive the last reservation they hold by this much, then Redis drops them.
@@ -90,15 +91,16 @@ def _limit(value: float | None) -> str:
 
 
 class RedisLimits:
-    """The two scripts over one connection pool; every call bounded by ``timeout_s``."""
+    """The three scripts over one pipelined connection (`meridian.limits_line`); every call
+    bounded by ``timeout_s``."""
 
     def __init__(self, client: Any, *, timeout_s: float, prefix: str = "meridian") -> None:
-        self._client = client
+        self._line = Line(client)
         self._timeout = timeout_s
         self._prefix = prefix
-        self._admit = client.register_script(ADMIT)
-        self._settle = client.register_script(SETTLE)
-        self._release = client.register_script(RELEASE)
+        self._admit = Script(ADMIT)
+        self._settle = Script(SETTLE)
+        self._release = Script(RELEASE)
 
     def _keys(self, key_id: int, month: str) -> list[str]:
         base = f"{self._prefix}:{{k{key_id}}}:"
@@ -138,10 +140,10 @@ class RedisLimits:
         ]
         keys = self._keys(principal.key_id, month)
         keys.append(self._mark(principal.key_id, member))
-        out = await self._run(self._admit, keys, args)
-        if out[0] == -2:
+        out = (await self._run(self._admit, keys, args)).split(b" ")
+        if out[0] == b"-2":
             raise StoreUnavailable("this admission was abandoned")
-        if out[0] == -1:
+        if out[0] == b"-1":
             return None
         ok, version, nreq, first, last, tokw, tlast, rtok, rusd, par, utok, uusd = out[:12]
         if len(out) > 12:
@@ -166,7 +168,7 @@ class RedisLimits:
             used_tokens=int(utok),
             used_usd=float(uusd),
         )
-        return ok == 1, snapshot
+        return ok == b"1", snapshot
 
     async def settle(
         self,
@@ -183,6 +185,27 @@ class RedisLimits:
     ) -> Snapshot | None:
         """Settle (once: sent again, it does nothing), and return ``seen`` brought up to
         date with the key's state after it."""
+        _, done = self.start_settle(
+            key_id, member, now, tokens, usd,
+            month=month, count_tokens=count_tokens, hold_s=hold_s, seen=seen,
+        )  # fmt: skip
+        return await done
+
+    def start_settle(
+        self,
+        key_id: int,
+        member: str,
+        now: float,
+        tokens: int,
+        usd: float,
+        *,
+        month: str,
+        count_tokens: bool,
+        hold_s: float,
+        seen: Snapshot | None = None,
+    ) -> tuple[bool, Coroutine[Any, Any, Snapshot | None]]:
+        """`settle`, written to Redis now if the connection is up (then True: an admission
+        sent after this returns runs after the settle), and the coroutine of its result."""
         keys = self._keys(key_id, month)
         args = [
             f"{member}",
@@ -194,8 +217,20 @@ class RedisLimits:
             str(int(hold_s) + _KEEP_S),
         ]
         keys = [keys[0], keys[2], keys[3], keys[4], self._mark(key_id, args[1])]
-        out = await self._run(self._settle, keys, args)
-        if seen is None or out[0] == -2:
+        sent = self._line.script_now(self._settle, keys, args)
+        return sent is not None, self._settled(sent, keys, args, tokens, usd, seen)
+
+    async def _settled(
+        self,
+        sent: asyncio.Future[Any] | None,
+        keys: list[str],
+        args: list[str],
+        tokens: int,
+        usd: float,
+        seen: Snapshot | None,
+    ) -> Snapshot | None:
+        out = (await self._run(self._settle, keys, args, sent)).split(b" ")
+        if seen is None or out[0] == b"-2":
             return None
         version, rtok, rusd, par, tokw, tlast = out
         return replace(
@@ -226,15 +261,27 @@ class RedisLimits:
         await self._run(None, [], [])
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._line.aclose()
 
-    async def _run(self, script: Any, keys: list[str], args: list[str]) -> Any:
+    async def _run(
+        self,
+        script: Script | None,
+        keys: list[str],
+        args: list[str],
+        sent: asyncio.Future[Any] | None = None,
+    ) -> Any:
         try:
             async with asyncio.timeout(self._timeout):
                 if script is None:
-                    return await self._client.ping()
-                return await script(keys=keys, args=args)
-        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+                    return await self._line.call(["PING"])
+                if sent is not None:
+                    return await self._line.finish(sent, script, keys, args)
+                return await self._line.script(script, keys, args)
+        except TimeoutError as exc:
+            # What else waits on the connection may never come either: start afresh.
+            await self._line.reset()
+            raise StoreUnavailable(describe(exc)) from exc
+        except (redis.exceptions.RedisError, OSError) as exc:
             raise StoreUnavailable(describe(exc)) from exc
 
 

@@ -1,7 +1,9 @@
 """The Lua scripts behind `meridian.limits_redis`: each runs atomically in Redis, so an
 admission sees every other replica's reservations, as one process's admissions see each
-other's between two awaits. Numbers come back as Redis integers or, for dollars, as
-``%.17g`` strings (a Lua number would be truncated to an integer on its way out).
+other's between two awaits. ADMIT and SETTLE answer with one string of space-separated
+fields (an empty field: none), which meridian parses with one split: an array of a dozen
+replies costs the client's parser ten times as much CPU. Dollars are formatted ``%.17g``
+and month counters passed as Redis stored them (Lua's own number format keeps 14 digits).
 
 Reservations are ``id:tokens:usd`` members scored by their expiry; settled tokens are
 ``id:tokens`` members scored by when they settled; both windows are pruned by score with
@@ -33,7 +35,7 @@ redis.call('ZREMRANGEBYSCORE', req, '-inf', horizon)
 # hold_s, keep_s, month_ttl_s, seed tokens, seed usd ('' : no seed).
 ADMIT = (
     """
-if redis.call('EXISTS', KEYS[6]) == 1 then return {-2} end
+if redis.call('EXISTS', KEYS[6]) == 1 then return '-2' end
 """
     + _PRUNE
     + """
@@ -52,13 +54,14 @@ if ARGV[13] ~= '' then
   end
   redis.call('EXPIRE', mon, ARGV[12])
 elseif redis.call('EXISTS', mon) == 0 then
-  return {-1}
+  return '-1'
 end
 local s = redis.call('HMGET', st, 'rtok', 'rusd', 'par', 'tokw')
 local rtok, rusd = tonumber(s[1]) or 0, tonumber(s[2]) or 0
 local par, tokw = tonumber(s[3]) or 0, math.max(0, tonumber(s[4]) or 0)
 local m = redis.call('HMGET', mon, 'tok', 'usd')
 local utok, uusd = tonumber(m[1]) or 0, tonumber(m[2]) or 0
+local utoks = m[1] or '0'
 local nreq = redis.call('ZCARD', req)
 local ok = not (
   (btok >= 0 and (utok >= btok or utok + rtok + tokens > btok)) or
@@ -81,12 +84,12 @@ local first = redis.call('ZRANGE', req, 0, 0, 'WITHSCORES')
 local last = redis.call('ZRANGE', req, -1, -1, 'WITHSCORES')
 local tlast = redis.call('ZRANGE', tok, -1, -1, 'WITHSCORES')
 local out = {ok and 1 or 0, redis.call('HINCRBY', st, 'v', 1), nreq, first[2] or '',
-  last[2] or '', tokw, tlast[2] or '', rtok, string.format('%.17g', rusd), par, utok,
+  last[2] or '', tokw, tlast[2] or '', rtok, string.format('%.17g', rusd), par, utoks,
   string.format('%.17g', uusd)}
 if not ok and tpm >= 0 then
   for _, v in ipairs(redis.call('ZRANGE', tok, 0, -1, 'WITHSCORES')) do out[#out + 1] = v end
 end
-return out
+return table.concat(out, ' ')
 """
 )
 
@@ -95,7 +98,7 @@ return out
 SETTLE = """
 local st, tok, fly, mon = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 -- Once per call, however often a settle whose answer was lost is sent again.
-if not redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[7]) then return {-2} end
+if not redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[7]) then return '-2' end
 if redis.call('ZREM', fly, ARGV[1]) == 1 then
   local t, u = string.match(ARGV[1], '^[^:]+:([^:]+):(.+)$')
   if redis.call('HINCRBY', st, 'par', -1) <= 0 then
@@ -117,8 +120,8 @@ end
 for _, k in ipairs({st, tok, fly}) do redis.call('EXPIRE', k, ARGV[7]) end
 local s = redis.call('HMGET', st, 'rtok', 'rusd', 'par', 'tokw')
 local tlast = redis.call('ZRANGE', tok, -1, -1, 'WITHSCORES')
-return {redis.call('HINCRBY', st, 'v', 1), tonumber(s[1]) or 0, s[2] or '0', tonumber(s[3]) or 0,
-  math.max(0, tonumber(s[4]) or 0), tlast[2] or ''}
+return table.concat({redis.call('HINCRBY', st, 'v', 1), tonumber(s[1]) or 0, s[2] or '0',
+  tonumber(s[3]) or 0, math.max(0, tonumber(s[4]) or 0), tlast[2] or ''}, ' ')
 """
 
 # An admission whose caller gave up waiting (a timeout) may still run later: RELEASE marks

@@ -91,7 +91,10 @@ class SharedLimiter:
         # admissions that failed (a timed-out one may still run and reserve).
         self._unsent: list[Callable[[], Awaitable[object]]] = []
         self._sending: asyncio.Task[None] | None = None
+        # Settle tasks per key: not yet written to Redis (an admission of the key waits for
+        # them), and written (only drain waits for them).
         self._settling: dict[int, set[asyncio.Task[None]]] = {}
+        self._sent: dict[int, set[asyncio.Task[None]]] = {}
 
     async def admit(
         self, principal: Principal, alias: str, *, tokens: int = 0, usd: float = 0.0
@@ -175,27 +178,10 @@ class SharedLimiter:
             ticket.limiter.settle(principal, ticket.local, usage)
             return
         key_id = ticket.key_id
-        task = asyncio.get_running_loop().create_task(
-            self._settle(principal, ticket, usage, self._clock())
-        )
-        tasks = self._settling.setdefault(key_id, set())
-        tasks.add(task)
+        now = self._clock()
 
-        def done(t: asyncio.Task[None]) -> None:
-            tasks.discard(t)
-            if not tasks and self._settling.get(key_id) is tasks:
-                del self._settling[key_id]
-
-        task.add_done_callback(done)
-
-    async def _settle(
-        self, principal: Principal, ticket: SharedTicket, usage: Usage, now: float
-    ) -> None:
-        key_id = ticket.key_id
-        assert key_id is not None
-
-        def send(seen: Snapshot | None = None) -> Awaitable[Snapshot | None]:
-            return self._store.settle(
+        def send(seen: Snapshot | None = None) -> tuple[bool, Awaitable[Snapshot | None]]:
+            return self._store.start_settle(
                 key_id,
                 ticket.member,
                 now,
@@ -207,14 +193,39 @@ class SharedLimiter:
                 seen=seen,
             )
 
+        written, reply = send(self._snapshots.get(key_id))
+        task = asyncio.get_running_loop().create_task(
+            self._settle(key_id, reply, lambda: send()[1])
+        )
+        # Written now, the settle runs in Redis before any admission this replica sends
+        # after it (one connection, in order): only a settle not yet written must be waited
+        # for. (Should that connection break meanwhile, the admission may count the
+        # reservation still: a refusal at worst, and the settle is sent again.)
+        tasks = (self._sent if written else self._settling).setdefault(key_id, set())
+        tasks.add(task)
+        table = self._sent if written else self._settling
+
+        def done(t: asyncio.Task[None]) -> None:
+            tasks.discard(t)
+            if not tasks and table.get(key_id) is tasks:
+                del table[key_id]
+
+        task.add_done_callback(done)
+
+    async def _settle(
+        self,
+        key_id: int,
+        reply: Awaitable[Snapshot | None],
+        again: Callable[[], Awaitable[object]],
+    ) -> None:
         try:
-            seen = await send(self._snapshots.get(key_id))
+            seen = await reply
             if seen is not None:
                 self._keep(key_id, seen)
         except StoreUnavailable as exc:
             # Sent again when Redis is back (it may have run: the script counts it once).
             self._failed(str(exc))
-            self._later(send)
+            self._later(again)
 
     def _keep(self, key_id: int, snapshot: Snapshot) -> None:
         kept = self._snapshots.get(key_id)
@@ -299,7 +310,7 @@ class SharedLimiter:
 
     async def drain(self, timeout_s: float = 5) -> None:
         """Wait for the settles sent so far."""
-        pending = [t for tasks in self._settling.values() for t in tasks]
+        pending = [t for table in (self._settling, self._sent) for ts in table.values() for t in ts]
         if pending:
             await asyncio.wait(pending, timeout=timeout_s)
 
