@@ -121,8 +121,8 @@ async def main() -> None:
             from meridian.config import Cooldown
             from meridian.cooldowns import SharedCooldowns
             from meridian.health import Health
-            from meridian.limits_redis import client, connect
-            from meridian.limits_shared import SharedLimiter
+            from meridian.limits.redis import client, connect
+            from meridian.limits.shared import SharedLimiter
 
             shared = SharedLimiter(
                 keys, connect(args.redis_url, timeout_s=5), where="bench", on_error="closed",

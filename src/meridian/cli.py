@@ -96,7 +96,7 @@ def _init(args: argparse.Namespace) -> int:
 
 def _probe_redis(settings: Settings) -> tuple[bool, str]:
     """Whether the Redis of ``limits.redis_url`` answers, and what `meridian check` says."""
-    from meridian.limits_redis import StoreUnavailable, connect
+    from meridian.limits.redis import StoreUnavailable, connect
 
     assert settings.limits.redis_url is not None
     url = settings.limits.redis_url.get_secret_value()

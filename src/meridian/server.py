@@ -53,7 +53,7 @@ from meridian.workers import Supervisor, Worker
 
 if TYPE_CHECKING:
     from meridian.cooldowns import SharedCooldowns
-    from meridian.limits_shared import SharedLimiter
+    from meridian.limits.shared import SharedLimiter
 
 log = logging.getLogger("meridian.server")
 
@@ -157,8 +157,8 @@ def _shared_limits(settings: Settings, keys: KeyStore) -> SharedLimiter | None:
     if limits.redis_url is None:
         return None
     try:
-        from meridian.limits_redis import connect
-        from meridian.limits_shared import SharedLimiter
+        from meridian.limits.redis import connect
+        from meridian.limits.shared import SharedLimiter
     except ImportError as exc:
         if not (exc.name or "").startswith("redis"):
             raise
@@ -185,7 +185,7 @@ def _shared_limits(settings: Settings, keys: KeyStore) -> SharedLimiter | None:
 def _shared_cooldowns(settings: Settings, health: Health) -> SharedCooldowns:
     """Cooldowns shared through the same Redis as the limits."""
     from meridian.cooldowns import SharedCooldowns
-    from meridian.limits_redis import client
+    from meridian.limits.redis import client
 
     limits = settings.limits
     assert limits.redis_url is not None

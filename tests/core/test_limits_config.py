@@ -34,7 +34,7 @@ def test_without_the_redis_library_the_error_names_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)  # what an absent package looks like
-    for name in ("meridian.limits_redis", "meridian.limits_shared", "meridian.cooldowns"):
+    for name in ("meridian.limits.redis", "meridian.limits.shared", "meridian.cooldowns"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     raw = {"limits": {"redis_url": "redis://localhost:6379/0"}}
     with pytest.raises(ConfigError, match=r"pip install 'meridian\[redis\]'"):

@@ -21,7 +21,7 @@ import yaml
 from deployhelpers import MERIDIAN, REPO, ansible_env, clean_env
 
 from meridian.config import load
-from meridian.limits_redis import client
+from meridian.limits.redis import client
 from pgserver import PASSWORD, PASSWORD_ROLE, PostgresServer
 from redisserver import RedisServer
 

@@ -183,10 +183,19 @@ def test_a_reload_reaches_every_worker_by_signal_or_by_admin_call(
         status, body = call(f"{served.url}/admin/keys", {"name": "team"}, **admin)
         assert status == 201, body
         secret = json.loads(body)["secret"]
+        status, body = call(f"{served.url}/admin/keys", {"name": "capped", "rpm": 6}, **admin)
+        assert status == 201, body
+        capped = json.loads(body)["secret"]
         wait_for(
-            "the new key everywhere",
+            "the new keys everywhere",
             lambda: all(ask(served.url, key=secret) == 200 for _ in range(10)),
         )
+        # One key's limit holds across the workers (they share it through Redis): of 20 calls
+        # on new connections, spread over both, exactly rpm reach the upstream.
+        before = len(fake_anthropic.requests)
+        statuses = [ask(served.url, key=capped) for _ in range(20)]
+        assert statuses.count(200) == 6 and statuses.count(429) == 14, statuses
+        assert len(fake_anthropic.requests) == before + 6
         req = urllib.request.Request(
             f"{served.url}/admin/keys/team", headers=admin, method="DELETE"
         )

@@ -45,8 +45,8 @@ async def new_limiter(request: pytest.FixtureRequest, clock: Clock) -> AsyncIter
     def new(keys: KeyStore | Store) -> Any:
         if request.param == "memory":
             return Limiter(keys, clock)
-        from meridian.limits_redis import connect
-        from meridian.limits_shared import SharedLimiter
+        from meridian.limits.redis import connect
+        from meridian.limits.shared import SharedLimiter
 
         url = request.getfixturevalue("redis_url")
         keystore = keys if isinstance(keys, KeyStore) else KeyStore(keys, clock=clock)

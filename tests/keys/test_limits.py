@@ -266,8 +266,8 @@ async def test_max_parallel(new_limiter: NewLimiter, keys: KeyStore, clock: Cloc
 async def test_a_redis_that_lost_its_data_reads_the_month_from_the_ledger_again(
     keys: KeyStore, store: Store, clock: Clock, redis_server: Any, redis_url: str
 ) -> None:
-    from meridian.limits_redis import connect
-    from meridian.limits_shared import SharedLimiter
+    from meridian.limits.redis import connect
+    from meridian.limits.shared import SharedLimiter
 
     p = principal(keys, "k", budget_tokens_month=1000)
     assert p.key_id is not None
@@ -288,8 +288,8 @@ async def test_a_redis_that_lost_its_data_reads_the_month_from_the_ledger_again(
 async def test_every_key_in_redis_expires(
     keys: KeyStore, clock: Clock, redis_server: Any, redis_url: str
 ) -> None:
-    from meridian.limits_redis import connect
-    from meridian.limits_shared import SharedLimiter
+    from meridian.limits.redis import connect
+    from meridian.limits.shared import SharedLimiter
 
     p = principal(keys, "k", rpm=5, tpm=1000, budget_tokens_month=10**6)
     limiter = SharedLimiter(
@@ -315,7 +315,7 @@ async def test_a_settle_sent_again_counts_once_and_a_released_admission_reserves
 ) -> None:
     """What a replica does after Redis timed out: send the settle again (it may have run),
     release an admission whose answer it never got (it may run later)."""
-    from meridian.limits_redis import StoreUnavailable, connect
+    from meridian.limits.redis import StoreUnavailable, connect
 
     p = principal(keys, "k", max_parallel=5, budget_tokens_month=1000)
     store = connect(redis_url, timeout_s=5)

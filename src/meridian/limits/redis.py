@@ -34,8 +34,8 @@ from redis.backoff import NoBackoff
 
 from meridian.auth import Principal
 from meridian.keys import next_month_start
-from meridian.limits_line import Line, Script
-from meridian.limits_scripts import ADMIT, RELEASE, SETTLE
+from meridian.limits.line import Line, Script
+from meridian.limits.scripts import ADMIT, RELEASE, SETTLE
 
 # Keys outlive the last reservation they hold by this much, then Redis drops them.
 _KEEP_S = 120
@@ -91,7 +91,7 @@ def _limit(value: float | None) -> str:
 
 
 class RedisLimits:
-    """The three scripts over one pipelined connection (`meridian.limits_line`); every call
+    """The three scripts over one pipelined connection (`meridian.limits.line`); every call
     bounded by ``timeout_s``."""
 
     def __init__(self, client: Any, *, timeout_s: float, prefix: str = "meridian") -> None:

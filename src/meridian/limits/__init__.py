@@ -52,7 +52,7 @@ class Ticket:
 
 class KeyView(Protocol):
     """What the checks and headers read of a key's state: `_KeyState` here, a snapshot of
-    the shared state in `meridian.limits_redis`."""
+    the shared state in `meridian.limits.redis`."""
 
     @property
     def requests(self) -> Sequence[float]: ...  # admitted in the window, oldest first

@@ -1,4 +1,4 @@
-"""The Lua scripts behind `meridian.limits_redis`: each runs atomically in Redis, so an
+"""The Lua scripts behind `meridian.limits.redis`: each runs atomically in Redis, so an
 admission sees every other replica's reservations, as one process's admissions see each
 other's between two awaits. ADMIT and SETTLE answer with one string of space-separated
 fields (an empty field: none), which meridian parses with one split: an array of a dozen

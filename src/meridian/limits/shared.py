@@ -2,7 +2,7 @@
 while Redis does not answer (``limits.on_store_error``).
 
 The decisions, messages and headers are `meridian.limits`'s own, applied to the state the
-admit script saw (`meridian.limits_redis`). A key without any limit never reaches Redis.
+admit script saw (`meridian.limits.redis`). A key without any limit never reaches Redis.
 
 While Redis fails (refused, timed out, erroring), the limiter is *down*: it says so once in
 the log, in ``/ready`` and in ``meridian_limits_store_up``, and for a second at a time does
@@ -32,7 +32,7 @@ from meridian.auth import Principal
 from meridian.errors import ApiError, RateLimited
 from meridian.keys import KeyStore, month_start
 from meridian.limits import IN_FLIGHT_RETRY_S, Limiter, Ticket, headers, refuse, used_tokens
-from meridian.limits_redis import RedisLimits, Snapshot, StoreUnavailable
+from meridian.limits.redis import RedisLimits, Snapshot, StoreUnavailable
 from meridian.model import Usage
 
 log = logging.getLogger("meridian.limits")
