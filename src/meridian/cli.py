@@ -130,24 +130,20 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     )
     from meridian.cli_storage import probe
 
-    usable, state = probe(settings)
-    database = f"database: {settings.storage.describe()}"
-    if usable:
-        console.print(f"{database} ({state})", highlight=False, soft_wrap=True)
-    else:
-        console.print(database, highlight=False, soft_wrap=True)
-        console.print(f"[red]error[/red] {escape(state)}", highlight=False, soft_wrap=True)
+    def reached(what: str, ok: bool, said: str) -> bool:
+        if ok:
+            console.print(f"{what} ({said})", highlight=False, soft_wrap=True)
+        else:
+            console.print(what, highlight=False, soft_wrap=True)
+            console.print(f"[red]error[/red] {escape(said)}", highlight=False, soft_wrap=True)
+        return ok
+
+    usable = reached(f"database: {settings.storage.describe()}", *probe(settings))
     if settings.limits.redis_url is not None:
         from meridian.redact import redact_store_url
 
-        redis_ok, said = _probe_redis(settings)
         where = f"limits: {redact_store_url(settings.limits.redis_url.get_secret_value())}"
-        if redis_ok:
-            console.print(f"{where} ({said})", highlight=False, soft_wrap=True)
-        else:
-            console.print(where, highlight=False, soft_wrap=True)
-            console.print(f"[red]error[/red] {escape(said)}", highlight=False, soft_wrap=True)
-        usable = usable and redis_ok
+        usable = reached(where, *_probe_redis(settings)) and usable
     console.print(f"master key: {masterkey.describe(settings)}", highlight=False, soft_wrap=True)
     if not usable:
         return 1
