@@ -358,7 +358,10 @@ def serve(settings: Settings) -> int:
         _serve_process(built, settings, sockets, orphaned_fd=me.orphaned_fd)
         return 0
 
-    return Supervisor(settings.server.workers, worker, sockets).serve()
+    # A worker's own stop takes at most the grace period, the abort grace and uvicorn's
+    # lifespan shutdown; past that (and a margin), the supervisor kills it.
+    stop_within = settings.server.shutdown_grace_s + ABORT_GRACE_S + 20
+    return Supervisor(settings.server.workers, worker, sockets, stop_within).serve()
 
 
 def _serve_process(

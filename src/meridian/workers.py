@@ -63,8 +63,17 @@ WorkerMain = Callable[[Worker], int]
 
 
 class Supervisor:
-    def __init__(self, workers: int, run: WorkerMain, sockets: Sequence[socket.socket]) -> None:
+    def __init__(
+        self,
+        workers: int,
+        run: WorkerMain,
+        sockets: Sequence[socket.socket],
+        stop_within_s: float = 60.0,
+    ) -> None:
         self.count = workers
+        # After SIGTERM: how long workers get to stop before they are killed.
+        self.stop_within_s = stop_within_s
+        self.stop_by: float | None = None
         self.run = run
         self.sockets = sockets
         self.run_dir = Path(tempfile.mkdtemp(prefix="meridian-workers-"))
@@ -84,7 +93,15 @@ class Supervisor:
                 self._spawn(index)
             log.info("supervising %d workers", self.count, extra={"pids": sorted(self.pids)})
             while self.pids:
-                info = signal.sigwaitinfo(_SIGNALS)
+                if self.stop_by is None or self.failed:
+                    info = signal.sigwaitinfo(_SIGNALS)
+                else:
+                    left = self.stop_by - time.monotonic()
+                    got = signal.sigtimedwait(_SIGNALS, max(0.0, left)) if left > 0 else None
+                    if got is None:
+                        self._kill_stragglers()
+                        continue
+                    info = got
                 self._on_signal(info.si_signo, info.si_pid)
         finally:
             for sock in self.sockets:
@@ -114,8 +131,11 @@ class Supervisor:
 
     def _on_signal(self, signo: int, sender: int) -> None:
         if signo in (signal.SIGTERM, signal.SIGINT):
-            if not self.stopping:
+            if self.stop_by is None:
                 log.info("stopping %d workers", len(self.pids))
+                self.stop_by = time.monotonic() + self.stop_within_s
+                for sock in self.sockets:  # no new connection waits on a socket nobody serves
+                    sock.close()
             self.stopping = True
             self._send(signal.SIGTERM)
         elif signo == signal.SIGHUP:
@@ -124,6 +144,18 @@ class Supervisor:
             self._send(signal.SIGHUP, but=sender)
         elif signo == signal.SIGCHLD:
             self._reap()
+
+    def _kill_stragglers(self) -> None:
+        """Workers still running when the stop deadline passes are killed (as systemd would
+        at its own timeout), so a worker that cannot finish never holds the service up."""
+        log.error(
+            "%d workers did not stop within %gs of SIGTERM: killing them",
+            len(self.pids),
+            self.stop_within_s,
+            extra={"pids": sorted(self.pids)},
+        )
+        self.failed = True
+        self._send(signal.SIGKILL)
 
     def _send(self, sig: int, but: int | None = None) -> None:
         for pid in self.pids:

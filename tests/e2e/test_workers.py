@@ -223,3 +223,24 @@ def test_workers_stop_when_their_supervisor_is_killed(
     wait_for("orphaned workers to stop", lambda: not any(alive(p) for p in workers))
     served.stop()
     assert served.stdout.count("the supervisor is gone: this worker stops") == 2
+
+
+def test_a_worker_that_does_not_stop_is_killed_and_the_stop_says_so(
+    tmp_path: Path, fake_anthropic: FakeAnthropic, redis_url: str
+) -> None:
+    port = free_port()
+    config = tmp_path / "meridian.yaml"
+    limits = {"redis_url": redis_url}
+    write_config(config, port, fake_anthropic.url, MODELS, limits, workers=2, shutdown_grace_s=0)
+    served = Served(config, port)
+    workers = wait_for(
+        "two workers", lambda: len(children(served.proc.pid)) == 2 and children(served.proc.pid)
+    )
+    frozen = min(workers)
+    subprocess.run(["kill", "-STOP", str(frozen)], check=True)  # it cannot act on SIGTERM
+    served.proc.send_signal(signal.SIGTERM)
+    code = served.proc.wait(120)  # the deadline: grace 0 + abort grace 5 + margin 20 s
+    served.stop()
+    assert code == 1
+    assert not any(alive(p) for p in workers)
+    assert any("did not stop within" in r.get("msg", "") for r in served.logs()), served.stdout
