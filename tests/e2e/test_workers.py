@@ -67,6 +67,14 @@ def scrape(url: str) -> str:
     return body.decode()
 
 
+def two_workers(served: Served) -> set[int]:
+    """The supervisor's two worker pids, once both are forked."""
+    pids: set[int] = wait_for(
+        "two workers", lambda: len(children(served.proc.pid)) == 2 and children(served.proc.pid)
+    )
+    return pids
+
+
 def generations(url: str) -> dict[str, float]:
     text = scrape(url)
     return {w: float(v) for w, v in re.findall(r'config_generation\{worker="(\d+)"\} (\S+)', text)}
@@ -117,9 +125,7 @@ def test_two_workers_share_the_listener_the_ledger_and_one_scrape(
     write_config(config, port, fake_anthropic.url, MODELS, {"redis_url": redis_url}, workers=2)
     served = Served(config, port)
     try:
-        workers = wait_for(
-            "two workers", lambda: len(children(served.proc.pid)) == 2 and children(served.proc.pid)
-        )
+        workers = two_workers(served)
         # Both workers answer one scrape: each has written its snapshot.
         wait_for("both workers in /metrics", lambda: set(generations(served.url)) == {"0", "1"})
         assert [ask(served.url) for _ in range(30)] == [200] * 30
@@ -216,9 +222,7 @@ def test_workers_stop_when_their_supervisor_is_killed(
     config = tmp_path / "meridian.yaml"
     write_config(config, port, fake_anthropic.url, MODELS, {"redis_url": redis_url}, workers=2)
     served = Served(config, port)
-    workers = wait_for(
-        "two workers", lambda: len(children(served.proc.pid)) == 2 and children(served.proc.pid)
-    )
+    workers = two_workers(served)
     served.proc.kill()
     wait_for("orphaned workers to stop", lambda: not any(alive(p) for p in workers))
     served.stop()
@@ -233,9 +237,7 @@ def test_a_worker_that_does_not_stop_is_killed_and_the_stop_says_so(
     limits = {"redis_url": redis_url}
     write_config(config, port, fake_anthropic.url, MODELS, limits, workers=2, shutdown_grace_s=0)
     served = Served(config, port)
-    workers = wait_for(
-        "two workers", lambda: len(children(served.proc.pid)) == 2 and children(served.proc.pid)
-    )
+    workers = two_workers(served)
     frozen = min(workers)
     subprocess.run(["kill", "-STOP", str(frozen)], check=True)  # it cannot act on SIGTERM
     served.proc.send_signal(signal.SIGTERM)
