@@ -12,8 +12,9 @@ import argparse
 import sys
 
 from meridian.config import Settings
-from meridian.storage import StoreError, make_store
+from meridian.storage import Store, StoreError, make_store
 from meridian.storage.copy import copy_all
+from meridian.storage.sqlite import SQLiteStore
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,6 +60,7 @@ def run_copy(args: argparse.Namespace) -> int:
     try:
         source = make_store(args.source)
         target = make_store(args.target)
+        _distinct(source, target)
         source.open()
         try:
             target.open()
@@ -76,6 +78,20 @@ def run_copy(args: argparse.Namespace) -> int:
         f"from {source.describe()} to {target.describe()}"
     )
     return 0
+
+
+def _distinct(source: Store, target: Store) -> None:
+    """Refuse what would copy nothing by mistake: a source SQLite file that does not exist
+    (opening it would create an empty one, and a typo would end in "copied 0 keys"), and a
+    database copied onto itself."""
+    if isinstance(source, SQLiteStore) and not source.path.exists():
+        raise StoreError(f"{source.describe()}: no such database file: nothing to copy from")
+    if isinstance(source, SQLiteStore) and isinstance(target, SQLiteStore):
+        same = target.path.exists() and source.path.samefile(target.path)
+    else:
+        same = source.describe() == target.describe()
+    if same:
+        raise StoreError(f"--from and --to both name {source.describe()}: nothing to copy")
 
 
 def probe(settings: Settings) -> tuple[bool, str]:

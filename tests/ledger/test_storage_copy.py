@@ -124,3 +124,27 @@ async def test_a_failed_copy_leaves_the_target_empty(
         assert copied.query("SELECT COUNT(*) FROM usage")[0][0] == 0
     finally:
         copied.close()
+
+
+async def test_a_copy_that_would_copy_nothing_by_mistake_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, postgres: PostgresServer
+) -> None:
+    real = tmp_path / "meridian.db"
+    await fill(f"sqlite:///{real}")
+    # A typo in the source: no empty database is made up to copy from.
+    missing = tmp_path / "meridain.db"
+    assert (
+        cli.main(["storage", "copy", "--from", str(missing), "--to", str(tmp_path / "n.db")]) == 2
+    )
+    _, err = capsys.readouterr()
+    assert f"{missing}: no such database file: nothing to copy from" in err
+    assert not missing.exists() and not (tmp_path / "n.db").exists()
+    # The same database on both sides, however it is spelled.
+    for source, target in [
+        (str(real), f"sqlite:///{real}"),
+        (str(real), str(tmp_path / "." / "meridian.db")),
+        (postgres.url("meridian_same"), postgres.url("meridian_same")),
+    ]:
+        assert cli.main(["storage", "copy", "--from", source, "--to", target]) == 2
+        _, err = capsys.readouterr()
+        assert "--from and --to both name" in err and "Traceback" not in err
