@@ -10,6 +10,12 @@ module keeps that copy current with one pipelined round trip per ``interval_s`` 
 per cooldown opened or closed here, at once: a cooldown reaches the other replicas within
 about half a second, and a replica does no Redis I/O per request for it. Redis down: each
 replica keeps its own cooldowns, as without Redis, and logs nothing more than the limits do.
+
+That round trip is also the replica's heartbeat on Redis, told to ``observer`` (the shared
+limiter): Redis answering at once, Redis failing after ``FAILURES_TO_REPORT`` syncs in a row
+(one late answer from a busy event loop is not an outage). So ``/ready``, the metrics and the
+log say Redis is failing, or back, within a second, whether or not a limited call comes (a
+wrong password shows at start).
 """
 
 from __future__ import annotations
@@ -17,16 +23,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis.exceptions
 
 from meridian.health import DeploymentState, Health, Key
+from meridian.limits.redis import describe
 
 log = logging.getLogger("meridian.cooldowns")
 
 KEY = "meridian:cooldowns"
 INTERVAL_S = 0.5
+FAILURES_TO_REPORT = 2
 # The set lives this long after its last write; its entries expire by score anyway.
 _KEEP_S = 86400
 
@@ -44,6 +53,9 @@ class SharedCooldowns:
         self._task: asyncio.Task[None] | None = None
         self.syncs = 0
         self.failures = 0
+        self._failing = 0  # syncs failed in a row
+        # Told that Redis answered (None), or why it did not (repeatedly).
+        self.observer: Callable[[str | None], None] | None = None
         health.listener = self
 
     def opened(self, st: DeploymentState) -> None:
@@ -67,11 +79,11 @@ class SharedCooldowns:
 
     async def _run(self) -> None:
         while True:
+            self._wake.clear()
+            await self.sync()  # the first at once: a Redis that refuses shows at start
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval):
                     await self._wake.wait()
-            self._wake.clear()
-            await self.sync()
 
     async def sync(self) -> None:
         """Publish what opened or closed here, and adopt what the other replicas opened."""
@@ -91,13 +103,19 @@ class SharedCooldowns:
         try:
             async with asyncio.timeout(self._timeout):
                 replies = await pipe.execute()
-        except (redis.exceptions.RedisError, OSError, TimeoutError):
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
             self.failures += 1
             # Try these again next time (unless something newer replaced them).
             for key, until in outbox.items():
                 self._outbox.setdefault(key, until)
+            self._failing += 1
+            if self.observer is not None and self._failing >= FAILURES_TO_REPORT:
+                self.observer(describe(exc))
             return
         self.syncs += 1
+        self._failing = 0
+        if self.observer is not None:
+            self.observer(None)
         shared: set[Key] = set()
         for member, until in replies[-1]:
             provider, _, model = member.decode().partition("\t")

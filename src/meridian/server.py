@@ -106,6 +106,8 @@ def assemble(settings: Settings, providers: Mapping[str, Provider] | None = None
         observers.insert(1, ledger)
     shared = _shared_limits(settings, keys)
     cooldowns = _shared_cooldowns(settings, health) if shared else None
+    if shared is not None and cooldowns is not None:
+        cooldowns.observer = shared.observed  # the sync is the limiter's heartbeat too
     gateway = Gateway(
         generations=gens,
         # One limiter per process: every listener shares its windows and budgets (and with

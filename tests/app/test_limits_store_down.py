@@ -135,10 +135,10 @@ def test_open_admits_under_the_replicas_own_limits_and_recovers(
     poll(lambda: http(gw, "/ready")[1]["status"] == "ready", "/ready sees Redis again")
     assert limits_up(gw) == 1
     assert [chat(gw, key)[0] for _ in range(4)] == [200, 200, 200, 429]
-    assert sum("answers again" in r.getMessage() for r in caplog.records) == 1
     # The other replica comes back too, and counts against the same shared window.
     poll(lambda: http(other, "/ready")[1]["status"] == "ready", "the other replica too")
     assert chat(other, key)[0] == 429
+    assert sum("answers again" in r.getMessage() for r in caplog.records) == 2  # one each
 
 
 def test_closed_refuses_limited_keys_with_a_503_on_both_apis(
@@ -184,3 +184,41 @@ def test_a_hung_redis_does_not_hang_calls(
     # place when Redis woke up: the replica released it, so the key is not stuck for the
     # reservation's whole hold (the call deadline, 600 s).
     poll(lambda: chat(gw, key)[0] == 200, "the timed-out admission holds nothing")
+
+
+def test_redis_failing_or_back_shows_with_no_limited_call(
+    fake_openai: FakeOpenAI,
+    fake_anthropic: FakeAnthropic,
+    tmp_path: Path,
+    redis: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The cooldown sync's round trip is the replica's heartbeat on Redis: a wrong password
+    is in /ready and the log from the start, and an outage and its end show in /ready and
+    the metrics with no call made meanwhile."""
+    caplog.set_level(logging.WARNING, logger="meridian.limits")
+    raw = two_upstreams(fake_openai.url, fake_anthropic.url)
+    raw["limits"] = {"redis_url": redis.url.replace(PASSWORD, "not-the-password")}
+    (tmp_path / "wrong").mkdir()
+    (tmp_path / "right").mkdir()
+    with Gateway.start(raw, tmp_path / "wrong") as gw:
+        poll(lambda: http(gw, "/ready")[1]["limits"]["ok"] is False, "the refusal in /ready")
+        status, ready = http(gw, "/ready")
+        assert status == 200 and ready["status"] == "degraded", ready
+        assert "invalid username-password" in ready["limits"]["error"]
+        assert limits_up(gw) == 0
+        assert len(fake_openai.requests) == len(fake_anthropic.requests) == 0
+    warned = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(warned) == 1 and "invalid username-password" in warned[0], warned
+    assert PASSWORD not in caplog.text and "not-the-password" not in caplog.text
+
+    raw["limits"] = {"redis_url": redis.url}
+    with Gateway.start(raw, tmp_path / "right") as gw:
+        assert http(gw, "/ready")[1]["status"] == "ready"
+        redis.kill()
+        poll(lambda: limits_up(gw) == 0, "the outage in the metrics")
+        assert http(gw, "/ready")[1]["limits"]["ok"] is False
+        redis.start()
+        poll(lambda: limits_up(gw) == 1, "Redis back in the metrics")
+        assert http(gw, "/ready")[1]["status"] == "ready"
+    assert sum("answers again" in r.getMessage() for r in caplog.records) == 1

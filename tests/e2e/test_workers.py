@@ -165,7 +165,10 @@ def test_a_reload_reaches_every_worker_by_signal_or_by_admin_call(
 ) -> None:
     port = free_port()
     config = tmp_path / "meridian.yaml"
-    limits = {"redis_url": redis_url}
+    # A Redis command late by more than limits.timeout_s counts as Redis failing (then each
+    # worker limits alone); on 2 loaded cores an event loop can lag past the default 1 s,
+    # and this test checks one key's rpm across the workers, exactly: 5 s.
+    limits = {"redis_url": redis_url, "timeout_s": 5}
     write_config(config, port, fake_anthropic.url, MODELS, limits, workers=2)
     served = Served(config, port)
     try:

@@ -99,3 +99,23 @@ async def test_without_redis_a_replica_keeps_its_own_cooldowns() -> None:
         assert (shared.failures, shared.syncs) == (1, 0) and not health.available(P, M)
     finally:
         await shared.aclose()
+
+
+async def test_the_sync_is_a_heartbeat_that_reports_an_outage_once_it_repeats(
+    redis_url: str,
+) -> None:
+    heard: list[str | None] = []
+    _, down = replica("redis://127.0.0.1:9/0")
+    _, up = replica(redis_url)
+    down.observer = up.observer = heard.append
+    try:
+        await down.sync()
+        assert heard == []  # one failure may be a busy event loop
+        await down.sync()
+        assert len(heard) == 1 and heard[0] is not None and "ConnectionError" in heard[0]
+        await up.sync()
+        assert heard[1:] == [None]  # an answer counts at once
+    finally:
+        await down.aclose()
+        await up.aclose()
+

@@ -6,7 +6,9 @@ admit script saw (`meridian.limits.redis`). A key without any limit never reache
 
 While Redis fails (refused, timed out, erroring), the limiter is *down*: it says so once in
 the log, in ``/ready`` and in ``meridian_limits_store_up``, and for a second at a time does
-not try Redis at all, so that a dead Redis costs a request nothing. Then:
+not try Redis at all, so that a dead Redis costs a request nothing. It learns that Redis
+fails, or answers again, from its own calls and from the cooldown sync's round trip twice a
+second (`observed`): so also while no limited call comes, and from the start. Then:
 
 - ``open``: calls are admitted by this process's own in-memory `Limiter`, as without Redis:
   every limit holds per replica, so the fleet may admit up to N times a key's rpm, tpm and
@@ -268,6 +270,15 @@ class SharedLimiter:
             else:
                 self._recovered()
         return self.up
+
+    def observed(self, error: str | None) -> None:
+        """What the heartbeat saw (the cooldown sync, twice a second: `meridian.cooldowns`):
+        None if Redis answered, else why it keeps failing. Keeps ``up`` current while no
+        limited call comes."""
+        if error is None:
+            self._recovered()
+        else:
+            self._failed(error)
 
     def _failed(self, error: str) -> None:
         self.errors += 1
