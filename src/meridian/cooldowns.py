@@ -51,6 +51,7 @@ class SharedCooldowns:
         self._outbox: dict[Key, float] = {}  # open until (0: closed), to publish
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.syncs = 0
         self.failures = 0
         self._failing = 0  # syncs failed in a row
@@ -70,15 +71,18 @@ class SharedCooldowns:
         self._task = asyncio.create_task(self._run(), name="meridian-shared-cooldowns")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._closing = True
+        task, self._task = self._task, None
+        while task is not None and not task.done():
+            # One cancel may not be enough: redis-py bounds each write with asyncio.wait_for,
+            # which on Python 3.11 returns normally when a cancel lands as its write
+            # completes, and the sync goes on (a worker's shutdown hung on it for good).
+            task.cancel()
+            await asyncio.wait([task], timeout=0.1)
         await self._client.aclose()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             self._wake.clear()
             await self.sync()  # the first at once: a Redis that refuses shows at start
             with contextlib.suppress(TimeoutError):

@@ -3,8 +3,10 @@ what it sees recover the others forget, and a replica that cannot reach Redis ke
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -119,3 +121,48 @@ async def test_the_sync_is_a_heartbeat_that_reports_an_outage_once_it_repeats(
         await down.aclose()
         await up.aclose()
 
+
+class DeafOnce:
+    """A Redis client whose pipeline, once, carries on through a cancel that lands while it
+    runs, as redis-py's writes (bounded by ``asyncio.wait_for``) do on Python 3.11 when the
+    cancel comes as the write completes."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.entered = asyncio.Event()
+        self.swallowed = 0
+
+    def pipeline(self, **kwargs: Any) -> Any:
+        pipe = self.real.pipeline(**kwargs)
+        execute = pipe.execute
+
+        async def deaf_execute() -> Any:
+            self.entered.set()
+            try:
+                await asyncio.sleep(0.2)
+            except asyncio.CancelledError:
+                if self.swallowed:
+                    raise
+                self.swallowed += 1
+            return await execute()
+
+        pipe.execute = deaf_execute
+        return pipe
+
+    async def aclose(self) -> None:
+        await self.real.aclose()
+
+
+async def test_closing_stops_the_sync_even_when_a_cancel_is_lost(redis_url: str) -> None:
+    deaf = DeafOnce(client(redis_url, timeout_s=2))
+    health = Health(Cooldown(failures=1, seconds=300, max_s=600))
+    shared = SharedCooldowns(deaf, health, timeout_s=2)
+    await shared.start()
+    await deaf.entered.wait()
+    closing = asyncio.ensure_future(shared.aclose())
+    done, _ = await asyncio.wait([closing], timeout=30)  # a bound, not a measured time
+    assert done, "aclose waits for a sync that goes on for ever"
+    assert deaf.swallowed == 1
+    syncs = shared.syncs
+    await asyncio.sleep(1.5)  # three intervals
+    assert shared.syncs == syncs  # nothing runs any more
