@@ -111,7 +111,7 @@ def _probe_redis(settings: Settings) -> tuple[bool, str]:
     try:
         asyncio.run(ping())
     except StoreUnavailable as exc:
-        return False, f"Redis does not answer: {exc}"
+        return False, f"cannot use Redis: {exc}"
     return True, "connected"
 
 

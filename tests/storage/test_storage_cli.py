@@ -15,6 +15,7 @@ import pytest
 from meridian import cli
 from meridian.storage import MIGRATIONS, make_store
 from pgserver import PASSWORD, PASSWORD_ROLE, PostgresServer
+from redisserver import RedisServer
 
 RAW = {
     "providers": {"oai": {"type": "openai", "api_key": "sk-x", "base_url": "http://127.0.0.1:9"}},
@@ -162,14 +163,33 @@ def test_check_pings_the_redis_of_shared_limits(
 ) -> None:
     path = tmp_path / "meridian.yaml"
     store = f"sqlite:///{tmp_path / 'meridian.db'}"
-    for url, code_wanted, words in (
-        (redis_url, 0, "(connected)"),
-        (f"unix://{tmp_path / 'no-redis.sock'}", 1, "error Redis does not answer"),
-    ):
-        path.write_text(
-            json.dumps({**RAW, "storage": {"url": store}, "limits": {"redis_url": url}}),
-            encoding="utf-8",
+    guarded = RedisServer(tmp_path / "guarded", password="the-password").start()
+    try:
+        wrong = guarded.url.replace("the-password", "not-it")
+        cases = (
+            (redis_url, 0, "(connected)"),
+            (f"unix://{tmp_path / 'no-redis.sock'}", 1, "error cannot use Redis: ConnectionError"),
+            (wrong, 1, "error cannot use Redis: ConnectionError: invalid username-password pair"),
         )
-        code, out, _ = run(capsys, "check", "--config", str(path))
-        assert code == code_wanted, out
-        assert f"limits: {url}" in out and words in " ".join(out.split()), out
+        for url, code_wanted, words in cases:
+            _check_redis(capsys, path, store, url, code_wanted, words)
+    finally:
+        guarded.stop()
+
+
+def _check_redis(
+    capsys: pytest.CaptureFixture[str],
+    path: Path,
+    store: str,
+    url: str,
+    code_wanted: int,
+    words: str,
+) -> None:
+    path.write_text(
+        json.dumps({**RAW, "storage": {"url": store}, "limits": {"redis_url": url}}),
+        encoding="utf-8",
+    )
+    code, out, _ = run(capsys, "check", "--config", str(path))
+    assert code == code_wanted, out
+    assert words in " ".join(out.split()), out
+    assert "limits: unix://" in out and "not-it" not in out and "the-password" not in out
