@@ -140,6 +140,8 @@ def create_app(runtime: Runtime, extra_routes: Sequence[BaseRoute] = ()) -> Star
                 stack.push_async_callback(observer.aclose)
             await gw.current.start()
             stack.push_async_callback(gw.generations.aclose)
+            for hook in runtime.after_start:
+                await hook()
             yield
 
     openai_endpoints = (

@@ -46,6 +46,8 @@ class Runtime:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Run at startup, once the store is open (background tasks).
     starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Run once everything has started, before the first connection is accepted.
+    after_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     limits: Any = None  # meridian.limits.shared.SharedLimiter (limits.redis_url), its health
     reloads: int = 0
     # Called after a reload through POST /admin/reload (a worker tells its siblings).

@@ -356,7 +356,15 @@ def serve(settings: Settings) -> int:
     def worker(me: Worker) -> int:
         built = assemble(settings)
         built.metrics.share(me.run_dir, me.index)
-        built.runtime.on_admin_reload = me.notify_siblings
+        runtime = built.runtime
+        runtime.on_admin_reload = me.notify_siblings
+        if me.reloaded:  # a replacement: start from the config file as the siblings reloaded it
+            runtime.after_start.append(runtime.reload_quietly)
+
+        async def take_reloads() -> None:
+            me.take_reloads()
+
+        runtime.after_start.append(take_reloads)
         _serve_process(built, settings, sockets, orphaned_fd=me.orphaned_fd)
         return 0
 

@@ -14,7 +14,10 @@ lost between two waits):
 
 - SIGTERM / SIGINT: passed to every worker, each shutting down gracefully as one process does
   (``server.shutdown_grace_s``); the supervisor exits when the last one has.
-- SIGHUP: passed to every worker, which reloads the config file.
+- SIGHUP: passed to every worker, which reloads the config file. A worker keeps SIGHUP blocked
+  until it has started (`Worker.take_reloads`): one sent meanwhile waits, instead of killing
+  it. A worker started after a reload (a replacement) reads the config file again as it
+  starts, so that it serves what its siblings serve.
 - SIGUSR1 from a worker: it has reloaded through ``POST /admin/reload``; the others reload too.
 - SIGCHLD: a worker that exits while the service runs is replaced. A worker that dies within
   ``STARTUP_S`` of its start ``FAST_FAILURES`` times in a row means it cannot start at all:
@@ -51,6 +54,14 @@ class Worker:
     supervisor: int  # its pid
     # Readable (at EOF) once the supervisor is gone, however it went: the worker then stops.
     orphaned_fd: int
+    # The service has reloaded since it started: the configuration it was started with is
+    # out of date, and this worker reads the file again.
+    reloaded: bool = False
+
+    def take_reloads(self) -> None:
+        """The worker can reload now (its SIGHUP handler is in place and it has started):
+        let SIGHUP through, with one that came while it started."""
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
 
     def notify_siblings(self) -> None:
         """This worker has reloaded; the supervisor reloads the others."""
@@ -82,6 +93,7 @@ class Supervisor:
         self.pids: dict[int, int] = {}  # pid -> worker index
         self.started: dict[int, float] = {}  # worker index -> when it was (re)started
         self.fast_failures = 0
+        self.reloads = 0  # passed on to the workers
         self.stopping = False
         self.failed = False
 
@@ -117,10 +129,14 @@ class Supervisor:
             code = 1
             try:
                 os.close(self._alive_w)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 for sig in _SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
-                code = self.run(Worker(index, self.run_dir, os.getppid(), self._orphaned_r))
+                # SIGHUP's default would end the worker: blocked until it can reload.
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS - {signal.SIGHUP})
+                me = Worker(
+                    index, self.run_dir, os.getppid(), self._orphaned_r, self.reloads > 0
+                )
+                code = self.run(me)
             except BaseException:
                 log.exception("worker %d failed", index)
             finally:
@@ -139,8 +155,10 @@ class Supervisor:
             self.stopping = True
             self._send(signal.SIGTERM)
         elif signo == signal.SIGHUP:
+            self.reloads += 1
             self._send(signal.SIGHUP)
         elif signo == signal.SIGUSR1:
+            self.reloads += 1
             self._send(signal.SIGHUP, but=sender)
         elif signo == signal.SIGCHLD:
             self._reap()

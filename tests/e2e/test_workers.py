@@ -80,10 +80,13 @@ def generations(url: str) -> dict[str, float]:
     return {w: float(v) for w, v in re.findall(r'config_generation\{worker="(\d+)"\} (\S+)', text)}
 
 
-def requests_by_worker(url: str) -> dict[str, float]:
+def requests_by_worker(url: str, alias: str | None = None) -> dict[str, float]:
+    """Calls each worker answered (of ``alias``, or all), from the merged /metrics."""
     text = scrape(url)
     out: dict[str, float] = {}
     for labels, value in re.findall(r"^meridian_requests_total\{(.*)\} (\S+)$", text, re.M):
+        if alias is not None and f'alias="{alias}"' not in labels:
+            continue
         worker = re.search(r'worker="(\d+)"', labels)
         assert worker is not None, labels
         out[worker.group(1)] = out.get(worker.group(1), 0) + float(value)
@@ -140,13 +143,7 @@ def test_two_workers_share_the_listener_the_ledger_and_one_scrape(
         # A worker that dies is replaced, and the service keeps answering meanwhile.
         victim = min(workers)
         served_before = fake_anthropic.requests.copy()
-        subprocess.run(["kill", "-KILL", str(victim)], check=True)
-        replaced = wait_for(
-            "a replacement worker",
-            lambda: (
-                (now := children(served.proc.pid)) and len(now) == 2 and victim not in now and now
-            ),
-        )
+        replaced = replace_one(served, victim)
         assert workers - {victim} <= replaced  # the other worker was left alone
         assert [ask(served.url) for _ in range(10)] == [200] * 10
         assert len(fake_anthropic.requests) == len(served_before) + 10
@@ -216,6 +213,55 @@ def test_a_reload_reaches_every_worker_by_signal_or_by_admin_call(
         )
     finally:
         assert served.stop() == 0, served.stderr
+
+
+def test_a_worker_started_after_a_reload_serves_the_reloaded_config(
+    tmp_path: Path, fake_anthropic: FakeAnthropic, redis_url: str
+) -> None:
+    port = free_port()
+    config = tmp_path / "meridian.yaml"
+    limits = {"redis_url": redis_url}
+    write_config(config, port, fake_anthropic.url, MODELS, limits, workers=2)
+    served = Served(config, port)
+    try:
+        workers = two_workers(served)
+        wait_for("both workers in /metrics", lambda: set(generations(served.url)) == {"0", "1"})
+        write_config(
+            config, port, fake_anthropic.url, {**MODELS, "later": MODELS["m"]}, limits, workers=2
+        )
+        served.proc.send_signal(signal.SIGHUP)
+        wait_for("SIGHUP reloads both", lambda: generations(served.url) == {"0": 2.0, "1": 2.0})
+
+        # A worker dies and is replaced: every worker answers the alias the reload added, the
+        # replacement too, although the supervisor read the file before that reload.
+        replaced = replace_one(served, min(workers))
+        statuses: list[int] = []
+
+        def both_answer_later() -> bool:
+            statuses.extend(ask(served.url, "later") for _ in range(10))
+            return len(requests_by_worker(served.url, "later")) == 2
+
+        wait_for("both workers to answer `later`", both_answer_later)
+        assert set(statuses) == {200}, statuses
+
+        # A reload sent while a replacement starts waits for it, instead of ending it.
+        again = replace_one(served, min(workers - {min(workers)}))
+        served.proc.send_signal(signal.SIGHUP)
+        wait_for("both reload again", lambda: all(g >= 3 for g in generations(served.url).values()))
+        assert children(served.proc.pid) == again != replaced  # the SIGHUP ended no worker
+    finally:
+        assert served.stop() == 0, served.stdout[-3000:]
+    assert served.stdout.count("starting another") == 2
+
+
+def replace_one(served: Served, victim: int) -> set[int]:
+    """Kill ``victim``; the two workers once its replacement is forked."""
+    subprocess.run(["kill", "-KILL", str(victim)], check=True)
+    pids: set[int] = wait_for(
+        "a replacement worker",
+        lambda: (now := children(served.proc.pid)) and len(now) == 2 and victim not in now and now,
+    )
+    return pids
 
 
 def test_workers_stop_when_their_supervisor_is_killed(
