@@ -287,6 +287,9 @@ def test_a_worker_that_does_not_stop_is_killed_and_the_stop_says_so(
     write_config(config, port, fake_anthropic.url, MODELS, limits, workers=2, shutdown_grace_s=0)
     served = Served(config, port)
     workers = two_workers(served)
+    # Both started: SIGTERM has uvicorn's handler in each. Before that its default action
+    # would end even a stopped process, and the stop would not be stuck at all.
+    wait_for("both workers in /metrics", lambda: set(generations(served.url)) == {"0", "1"})
     frozen = min(workers)
     subprocess.run(["kill", "-STOP", str(frozen)], check=True)  # it cannot act on SIGTERM
     served.proc.send_signal(signal.SIGTERM)
