@@ -323,7 +323,10 @@ async def test_a_settle_sent_again_counts_once_and_a_released_admission_reserves
     try:
         assert await store.admit(p, "a", T0, 10, 0.0, seed=(0, 0.0), **args)
         for _ in range(2):
-            await store.settle(p.key_id or 0, "a:10:0.0", T0, 7, 0.0, count_tokens=False, **args)
+            _, done = store.start_settle(
+                p.key_id or 0, "a:10:0.0", T0, 7, 0.0, count_tokens=False, **args
+            )
+            await done
         assert redis_server.command("HGET", f"meridian:{{k{p.key_id}}}:m202603", "tok") == "7"
         assert await store.release(p.key_id or 0, "b:10:0.0", 600) is False  # before it ran
         with pytest.raises(StoreUnavailable, match="abandoned"):

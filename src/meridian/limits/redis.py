@@ -170,27 +170,6 @@ class RedisLimits:
         )
         return ok == b"1", snapshot
 
-    async def settle(
-        self,
-        key_id: int,
-        member: str,
-        now: float,
-        tokens: int,
-        usd: float,
-        *,
-        month: str,
-        count_tokens: bool,
-        hold_s: float,
-        seen: Snapshot | None = None,
-    ) -> Snapshot | None:
-        """Settle (once: sent again, it does nothing), and return ``seen`` brought up to
-        date with the key's state after it."""
-        _, done = self.start_settle(
-            key_id, member, now, tokens, usd,
-            month=month, count_tokens=count_tokens, hold_s=hold_s, seen=seen,
-        )  # fmt: skip
-        return await done
-
     def start_settle(
         self,
         key_id: int,
@@ -204,8 +183,9 @@ class RedisLimits:
         hold_s: float,
         seen: Snapshot | None = None,
     ) -> tuple[bool, Coroutine[Any, Any, Snapshot | None]]:
-        """`settle`, written to Redis now if the connection is up (then True: an admission
-        sent after this returns runs after the settle), and the coroutine of its result."""
+        """Settle (once: sent again, it does nothing). Written to Redis now if the connection
+        is up (then True: an admission sent after this returns runs after the settle); the
+        coroutine of its result: ``seen`` brought up to date with the key's state after it."""
         keys = self._keys(key_id, month)
         args = [
             f"{member}",
